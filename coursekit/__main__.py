@@ -1,0 +1,4 @@
+"""``python -m coursekit`` is the same as the ``coursekit`` console script."""
+from coursekit.cli import main
+
+raise SystemExit(main())

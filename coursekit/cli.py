@@ -1,0 +1,58 @@
+"""The ``coursekit`` command: ``doctor``, ``build`` (exercises from solutions) and ``grade``.
+
+Each subcommand lives in its own module, which provides ``add_arguments(parser)`` and
+``run(args) -> int``; they are imported only when used so ``coursekit doctor`` stays fast.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+__all__ = ["main"]
+
+_SUBCOMMANDS = {
+    "doctor": ("coursekit.cli", "check the environment: versions, threads, Jupyter kernel"),
+    "build": ("coursekit.build", "write exercises/ from solutions/ (--check: fail if out of date)"),
+    "grade": ("coursekit.grading", "grade submitted exercise notebooks"),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``coursekit doctor`` takes no arguments."""
+
+
+def run(args: argparse.Namespace) -> int:
+    """``coursekit doctor``: print the environment report, exit 1 with a fix if something is missing."""
+    from coursekit.env import environment_report
+
+    report = environment_report()
+    print(report)
+    return 0 if report.ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="coursekit", description="Batch Normalization, hands-on: course tools.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    modules = {}
+    for name, (modname, help_) in _SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        try:
+            mod = importlib.import_module(modname)
+        except ImportError as exc:  # a subcommand whose module is missing must not break the others
+            p.set_defaults(_error=f"coursekit {name} is unavailable: {exc}")
+            continue
+        mod.add_arguments(p)
+        modules[name] = mod
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    if getattr(args, "_error", None):
+        print(args._error, file=sys.stderr)
+        return 2
+    return modules[args.command].run(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
