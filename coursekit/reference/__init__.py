@@ -9,16 +9,12 @@
 from coursekit.reference.functional import batch_norm, group_norm, instance_norm, layer_norm, rms_norm
 from coursekit.reference.backward import batch_norm_backward
 from coursekit.reference.modules import BatchNorm
+from coursekit.reference.fold import (
+    fold_conv_bn, fold_conv_bn_weights, fold_linear_bn, fold_linear_bn_weights, fold_model,
+)
 
 __all__ = [
     "batch_norm", "layer_norm", "instance_norm", "group_norm", "rms_norm",
     "batch_norm_backward", "BatchNorm",
+    "fold_conv_bn", "fold_linear_bn", "fold_conv_bn_weights", "fold_linear_bn_weights", "fold_model",
 ]
-
-try:  # folding is its own module; keep the rest importable while it is being written
-    from coursekit.reference.fold import (  # noqa: F401
-        fold_conv_bn, fold_conv_bn_weights, fold_linear_bn, fold_linear_bn_weights, fold_model,
-    )
-    __all__ += ["fold_conv_bn", "fold_linear_bn", "fold_conv_bn_weights", "fold_linear_bn_weights", "fold_model"]
-except ImportError:  # pragma: no cover
-    pass
