@@ -7,7 +7,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-__all__ = ["mlp", "small_cnn", "History", "fit", "accuracy", "mse"]
+__all__ = ["mlp", "small_cnn", "History", "fit", "accuracy", "mse", "layer_outputs"]
 
 
 def mlp(in_features: int = 1, hidden: int = 10, depth: int = 8, out_features: int = 1,
@@ -153,3 +153,49 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, loss_fn: Callable
                 if metric is not None:
                     hist.test_metric.append(metric(model, x_test, y_test))
     return hist
+
+
+def layer_outputs(model: nn.Module, x: torch.Tensor, module_type: type | tuple[type, ...],
+                  inputs: bool = False) -> list[torch.Tensor]:
+    """What every submodule of a given type produced (or received) during one forward pass.
+
+    Introduced in lesson 01, to draw per-layer histograms of pre-activations and activations.
+    The pass runs under ``torch.no_grad`` in the model's **current** mode: in training mode the
+    BatchNorm layers use the statistics of ``x`` *and update their running statistics*, so take
+    snapshots of a training-mode model on a ``copy.deepcopy`` of it.
+
+    Args:
+        model: any module; its submodules are visited in the order they run.
+        x: the input batch.
+        module_type: a module class (e.g. ``nn.Tanh``) or a tuple of classes to record.
+        inputs: record the first positional input of each such module instead of its output.
+            Default: False.
+
+    Returns:
+        A list of detached tensors, one per call of a matching module, in call order.
+
+    Example::
+
+        >>> net = mlp(depth=3)
+        >>> [t.shape for t in layer_outputs(net, torch.randn(5, 1), nn.Tanh)]
+        [torch.Size([5, 10]), torch.Size([5, 10]), torch.Size([5, 10])]
+    """
+    types = module_type if isinstance(module_type, tuple) else (module_type,)
+    if not types or not all(isinstance(t, type) and issubclass(t, nn.Module) for t in types):
+        raise TypeError(f"expected module_type to be an nn.Module subclass or a tuple of them (got {module_type!r})")
+    matches = [m for m in model.modules() if isinstance(m, types)]
+    if not matches:
+        raise ValueError(f"expected model to contain a {' or '.join(t.__name__ for t in types)} module (got none)")
+    recorded: list[torch.Tensor] = []
+
+    def hook(module, args, output):
+        recorded.append((args[0] if inputs else output).detach().clone())
+
+    handles = [m.register_forward_hook(hook) for m in matches]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:  # never leave hooks behind, even when the forward pass fails
+        for h in handles:
+            h.remove()
+    return recorded
