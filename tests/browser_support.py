@@ -46,6 +46,7 @@ __all__ = [
     "run_notebook",
     "copy_tree",
     "stored_has_figures",
+    "exercise_problems",
 ]
 
 CHROMIUM = os.environ.get("COURSEKIT_CHROMIUM", "/usr/bin/chromium")
@@ -484,4 +485,35 @@ def run_problems(run: NotebookRun, expect_figures: bool = False) -> list[str]:
             )
     if expect_figures and not run.figure_cells():
         problems.append("the stored notebook has figures but the browser run produced no image/png output")
+    return problems
+
+
+def exercise_problems(page, run: NotebookRun) -> list[str]:
+    """What is wrong with an untouched exercise notebook after run-all in the browser.
+
+    On top of :func:`run_problems`: the stubs must fail somewhere (in tagged cells), there must be
+    ``check-*`` cells, each with ``editable: false`` that JupyterLab shows read-only and that typing
+    cannot change; and typing into the first ``answer-*`` cell *must* change it (the probe works).
+    """
+    problems = run_problems(run)
+    if not run.errors():
+        problems.append("no cell raised: the untouched stubs should raise NotImplementedError (in tagged cells)")
+    checks = [(i, c) for i, c in enumerate(run.cells) if str(c["id"]).startswith("check-")]
+    if not checks:
+        problems.append("no check-* cells found")
+    for i, c in checks:
+        if c["editable"] is not False:
+            problems.append(f"check cell {c['id']} lacks metadata editable: false")
+        edit = try_edit_cell(page, i)
+        if not edit["readOnly"]:
+            problems.append(f"JupyterLab does not show check cell {c['id']} as read-only")
+        if edit["after"] != edit["before"]:
+            problems.append(f"typing changed the locked check cell {c['id']}")
+    answers = [i for i, c in enumerate(run.cells) if str(c["id"]).startswith("answer-")]
+    if not answers:
+        problems.append("no answer-* cells found")
+    else:
+        edit = try_edit_cell(page, answers[0])
+        if edit["after"] == edit["before"]:
+            problems.append("typing into an answer cell had no effect: the edit probe is broken")
     return problems
