@@ -9,8 +9,10 @@ Every ``solutions/<stem>.ipynb`` becomes ``exercises/<stem>.ipynb``:
   (id ``answer-<name>``) cannot be deleted, since the grader finds answers by cell id;
 * cells that raise in the untouched exercise carry the ``raises-exception`` tag, so JupyterLab's
   "Run All" (which stops at the first untagged error) runs the whole notebook: an answer cell whose
-  placeholder runs at definition time, and every later cell whose top-level code uses a name that
-  is not implemented yet (a task's function or class, or a name bound by a cell that raised);
+  placeholder runs at definition time, every later cell whose top-level code calls a task that is
+  not implemented yet, and every cell using a name bound by a cell that raised. A check cell that
+  only passes the learner's function to ``coursekit.checks`` is not tagged: checks report failures
+  (including ``NotImplementedError``) as a verdict instead of raising;
 * ``metadata.coursekit.build`` records the source notebook and a hash of the built cells, so a
   rebuild can tell the exercise it wrote from one a learner has worked in.
 
@@ -91,6 +93,7 @@ class _TopLevel(ast.NodeVisitor):
 
     def __init__(self) -> None:
         self.loads: set[str] = set()
+        self.calls: set[str] = set()  # root names of called expressions: f(...), C.apply(...)
         self.binds: set[str] = set()
         self.raises_now = False  # a NotImplementedError placeholder runs when the cell runs
 
@@ -114,6 +117,14 @@ class _TopLevel(ast.NodeVisitor):
 
     def visit_Name(self, node) -> None:
         (self.loads if isinstance(node.ctx, ast.Load) else self.binds).add(node.id)
+
+    def visit_Call(self, node) -> None:
+        root = node.func
+        while isinstance(root, (ast.Attribute, ast.Subscript)):
+            root = root.value
+        if isinstance(root, ast.Name):
+            self.calls.add(root.id)
+        self.generic_visit(node)
 
     def visit_Raise(self, node) -> None:
         exc = node.exc.func if isinstance(node.exc, ast.Call) else node.exc
@@ -174,7 +185,11 @@ def build_notebook(solution, name: str = "<notebook>"):
         missing = [cid for t in ex.tasks for cid in (t.answer_cell, t.check_cell) if cid not in ids]
         if missing:
             raise BuildError(f"{name}: expected cells with ids {', '.join(missing)} (lesson {lesson}); not found")
-    poisoned: set[str] = set()  # names that raise (or are undefined) when the exercise is run untouched
+    # In the untouched exercise, calling an unimplemented task raises NotImplementedError, and a
+    # name bound by a cell that raised may be undefined. Passing an unimplemented function to a
+    # check is fine: checks report a failure instead of raising.
+    unimplemented: set[str] = set()
+    undefined: set[str] = set()
     for index, cell in enumerate(nb.cells):
         cid = cell.get("id") or f"#{index}"
         where = f"{name}: cell {cid}"
@@ -200,17 +215,18 @@ def build_notebook(solution, name: str = "<notebook>"):
             continue
         top = _TopLevel()
         top.visit(tree)
-        raises = top.raises_now or bool(top.loads & poisoned)
+        raises = top.raises_now or bool(top.calls & unimplemented) or bool(top.loads & undefined)
         if regions:
-            # its functions raise when called, whatever the cell binds
-            poisoned |= _defined_names(tree)
+            unimplemented |= _defined_names(tree)
         if raises:
-            poisoned |= top.binds | _defined_names(tree)
+            undefined |= top.binds | _defined_names(tree)
             tags = list(cell.metadata.get("tags", []))
             if RAISES_TAG not in tags:
                 cell.metadata["tags"] = tags + [RAISES_TAG]
-        elif not regions:  # a cell that runs fine rebinds what it assigns
-            poisoned -= top.binds
+        else:  # a cell that runs fine (re)binds what it assigns
+            undefined -= top.binds
+            if not regions:
+                unimplemented -= top.binds
     nb.metadata.setdefault("coursekit", {})
     nb.metadata["coursekit"]["build"] = {"source": f"solutions/{Path(name).name}", "hash": content_hash(nb)}
     return nb
