@@ -210,6 +210,8 @@ def _exception_hint(exc: BaseException) -> str | None:
         return "something is None that your code uses as a tensor: e.g. weight/bias=None or a conv without bias"
     if "incorrect number of gradients" in text:
         return "backward must return one gradient per input of forward (None for eps)"
+    if "has no len()" in text and "int" in text:
+        return "normalized_shape may be an int (the last dim) or a tuple/list of trailing sizes"
     if "Expected more than 1 value per channel" in text:
         return "a batch of one cannot be normalized with batch statistics: switch to eval mode first"
     return None
@@ -340,9 +342,10 @@ def _same(a, b) -> bool:
 class _Unchanged:
     """``with _Unchanged(x=x, gamma=gamma):`` fails if the learner's code modified an input."""
 
-    def __init__(self, hint: str | None = None, **inputs) -> None:
+    def __init__(self, hint: str | None = None, message: str | None = None, **inputs) -> None:
         self.inputs = inputs
         self.hint = hint
+        self.message = message
 
     def __enter__(self):
         self.before = {k: _snapshot(v) for k, v in self.inputs.items()}
@@ -353,7 +356,7 @@ class _Unchanged:
             return False
         for name, value in self.inputs.items():
             if not _same(_snapshot(value), self.before[name]):
-                raise _Failure(f"the input {name} was modified",
+                raise _Failure(self.message or f"the input {name} was modified",
                                hint=self.hint or f"do not modify {name} in place: compute new tensors (every input must come back unchanged)")
         return False
 
@@ -717,7 +720,8 @@ def check_MyBatchNorm2d(MyBatchNorm2d) -> CheckResult:
             run(m.load_state_dict, ref.state_dict())
             m.eval()
             x = _x(shape, dtype)
-            with _Unchanged(running_stats=m, hint="in eval mode the running statistics must not change"):
+            with _Unchanged(running_stats=m, message="the module's state changed in eval mode",
+                            hint="in eval mode the running statistics (and num_batches_tracked) must not change"):
                 y = run(m, x)
             with torch.no_grad():
                 expected = ref(x)
@@ -1031,12 +1035,12 @@ def check_group_norm(group_norm) -> CheckResult:
     _require_callable(group_norm, "a function group_norm(x, num_groups, weight=None, bias=None, eps=1e-5)")
     run = _Runner(_forbidden_targets("norm"))
 
-    def grouped(x, g, w, b, e, strided=False, **kw):
+    def grouped(x, g, w, b, e, strided=False, dims=(2,), **kw):
         n, c = x.shape[:2]
         xs = x
         if strided:  # channel k in group k % g: the classic reshape mistake
             xs = x.reshape(n, c // g, g, *x.shape[2:]).transpose(1, 2)
-        y = _norm(xs.reshape(n, g, -1), (2,), eps=e, **kw).reshape(xs.shape)
+        y = _norm(xs.reshape(n, g, -1), dims, eps=e, **kw).reshape(xs.shape)
         if strided:
             y = y.transpose(1, 2).reshape(x.shape)
         if w is not None:
@@ -1067,9 +1071,9 @@ def check_group_norm(group_norm) -> CheckResult:
                 ("normalize with the biased variance (unbiased=False)", lambda: grouped(x, groups, w, b, e, unbiased=True)),
                 ("eps goes inside the square root: sqrt(var + eps)", lambda: grouped(x, groups, w, b, e, eps_outside=True)),
                 ("statistics over the wrong axes: that is instance norm (one group per channel); use num_groups groups of C/G channels",
-                 lambda: _norm(x, tuple(range(2, x.dim())), w, b, e) if x.dim() > 2 else None),
+                 lambda: _norm(x, tuple(range(2, x.dim())), w, b, e) if x.dim() > 2 else grouped(x, x.shape[1], w, b, e)),
                 ("statistics over the wrong axes: per sample and group, not across the batch",
-                 lambda: grouped(x.transpose(0, 1).reshape(x.shape), groups, None, None, e)),
+                 lambda: grouped(x, groups, w, b, e, dims=(0, 2))),
             ]
             _compare(y, expected, "output", variants=variants, shape_hint="return a tensor of the input's shape",
                      hint="reshape to (N, G, -1), normalize each row with its mean and biased variance, reshape back, then the per-channel affine")
@@ -1146,7 +1150,7 @@ def check_freeze_batchnorm(freeze_batchnorm) -> CheckResult:
                 raise _Failure(f"parameter {name} no longer requires grad",
                                hint="freeze only the BatchNorm layers' parameters; the rest keeps training")
 
-    def forward_case(make, shape, dtype, start_mode):
+    def forward_case(make, label, shape, dtype, start_mode):
         def body():
             model = _randomized(make(), dtype).train(start_mode == "train")
             reference = copy.deepcopy(model).eval()
@@ -1171,12 +1175,13 @@ def check_freeze_batchnorm(freeze_batchnorm) -> CheckResult:
                     if bn.weight.grad is not None and bool(bn.weight.grad.abs().sum() > 0):
                         raise _Failure("a BatchNorm weight received a gradient",
                                        hint="freeze the affine parameters too: requires_grad False for BN weight and bias")
-        return _desc(shape, dtype, model=make.__name__.strip("_"), frozen_in=start_mode), body
+        return f"{label} frozen in {start_mode} mode, input {tuple(shape)} {_dtname(dtype)}", body
 
-    cases = [("flags after model.train(): BN eval, Dropout train, BN parameters frozen", flags_case),
-             forward_case(lambda: _model_2d(dropout=False), (4, 2, 4, 4), _F32, "train"),
-             forward_case(_model_mixed, (2, 1, 3, 3, 3), _F64, "eval"),
-             forward_case(lambda: _model_2d(dropout=False), (3, 2, 4, 4), _F64, "train")]
+    conv_net = lambda: _model_2d(dropout=False)  # noqa: E731
+    cases = [("flags after model.train(): Dropout trains, BN parameters frozen, the rest trainable", flags_case),
+             forward_case(conv_net, "Conv2d/BatchNorm2d/BatchNorm1d net", (4, 2, 4, 4), _F32, "train"),
+             forward_case(_model_mixed, "BatchNorm3d/BatchNorm1d net", (2, 1, 3, 3, 3), _F64, "eval"),
+             forward_case(conv_net, "Conv2d/BatchNorm2d/BatchNorm1d net", (3, 2, 4, 4), _F64, "train")]
     return _run("freeze_batchnorm", cases)
 
 
@@ -1189,6 +1194,8 @@ def check_predict(predict) -> CheckResult:
         return nn.Sequential(nn.Linear(5, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Dropout(0.3), nn.Linear(8, 3))
 
     def case(make, shape, dtype, mode):
+        label = "MLP with BatchNorm1d and Dropout" if make is mlp else "CNN with BatchNorm2d/1d and Dropout"
+
         def body():
             model = _randomized(make(), dtype).train(mode != "eval")
             if mode == "mixed":
@@ -1198,6 +1205,7 @@ def check_predict(predict) -> CheckResult:
             x = torch.randn(shape, dtype=dtype)
             with _Unchanged(x=x):
                 with _Unchanged(running_statistics=[v for k, v in model.state_dict().items() if "running" in k],
+                                message="the BatchNorm running statistics changed",
                                 hint="predict changed the running statistics: the forward ran in training mode (call eval first)"):
                     y = run(predict, model, x)
             with torch.no_grad():
@@ -1210,7 +1218,7 @@ def check_predict(predict) -> CheckResult:
                 names = [n or "model" for (n, _), a, b in zip(model.named_modules(), flags, now) if a != b]
                 raise _Failure(f"training flags changed for {', '.join(names)}",
                                hint="restore each submodule's OWN previous flag (a model can be partly in eval, e.g. a frozen BN), also if the forward raises")
-        return _desc(shape, dtype, model_mode=mode), body
+        return f"{label}, input {tuple(shape)} {_dtname(dtype)}, model in {mode} mode", body
 
     cases = [case(mlp, (6, 5), _F32, "train"), case(mlp, (6, 5), _F64, "eval"), case(mlp, (6, 5), _F32, "mixed"),
              case(mlp, (1, 5), _F32, "train"), case(lambda: _model_2d(dropout=True), (2, 2, 4, 4), _F64, "mixed")]
@@ -1443,7 +1451,8 @@ def check_fold_model(fold_model) -> CheckResult:
                 expected = copy.deepcopy(model).eval()(x)
                 y = run(out, x)
             _compare(y, expected, "output", hint="the folded model must compute what the original does in eval mode")
-        return f"{make.__name__.strip('_')} in {mode} mode, input {tuple(shape)} {_dtname(dtype)}", body
+        label = "conv net" if make is _fold_model_a else "1d net with a BN after ReLU"
+        return f"{label} in {mode} mode, input {tuple(shape)} {_dtname(dtype)}", body
 
     cases = [case(_fold_model_a, (2, 2, 4, 4), _F32, "eval", 0), case(_fold_model_b, (2, 3, 6), _F64, "train", 1),
              case(_fold_model_a, (3, 2, 4, 4), _F64, "train", 0)]
