@@ -47,6 +47,7 @@ __all__ = [
     "copy_tree",
     "stored_has_figures",
     "exercise_problems",
+    "page_state",
 ]
 
 CHROMIUM = os.environ.get("COURSEKIT_CHROMIUM", "/usr/bin/chromium")
@@ -171,6 +172,7 @@ class JupyterLabServer:
                 f"--LabApp.workspaces_dir={workspaces}",
                 f"--LabApp.user_settings_dir={settings}",
                 "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+                "--LabApp.extension_manager=readonly",  # no PyPI queries from the extension panel
                 "--ServerApp.terminals_enabled=False",
             ]
             if hasattr(os, "geteuid") and os.geteuid() == 0:
@@ -375,18 +377,60 @@ class NotebookRun:
 
 def open_notebook(page, server: JupyterLabServer, path: str, workspace: str, timeout_ms: int = 90_000) -> float:
     """Open ``path`` (relative to the server root) in a fresh workspace; wait for an idle kernel."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     t0 = time.monotonic()
     page.goto(f"{server.url}/lab/workspaces/{workspace}/tree/{path}?reset&token={server.token}")
-    page.wait_for_function(_JS_KERNEL_READY, arg=path, polling=POLL_MS, timeout=timeout_ms)
+    try:
+        page.wait_for_function(_JS_KERNEL_READY, arg=path, polling=POLL_MS, timeout=timeout_ms)
+    except PlaywrightTimeout:
+        raise AssertionError(
+            f"{path}: no notebook with an idle kernel after {timeout_ms / 1000:.0f} s; "
+            f"page state: {page_state(page)}\nserver log tail:\n{server.log_tail(1500)}"
+        ) from None
     return time.monotonic() - t0
 
 
-def run_all(page, timeout_ms: int = 180_000) -> tuple[float, dict]:
+def run_all(page, timeout_ms: int = 300_000) -> tuple[float, dict]:
     """Run every cell with JupyterLab's own command; wait until it finished; return the model."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     t0 = time.monotonic()
     page.evaluate(_JS_START_RUN_ALL)
-    page.wait_for_function(_JS_RUN_FINISHED, polling=POLL_MS, timeout=timeout_ms)
+    try:
+        page.wait_for_function(_JS_RUN_FINISHED, polling=POLL_MS, timeout=timeout_ms)
+    except PlaywrightTimeout:
+        raise AssertionError(
+            f"run-all did not finish within {timeout_ms / 1000:.0f} s; page state: {page_state(page)}"
+        ) from None
     return time.monotonic() - t0, page.evaluate(_JS_MODEL)
+
+
+_JS_STATE = """() => {
+  const st = {dialogs: Array.from(document.querySelectorAll('.jp-Dialog')).map(d => d.innerText.slice(0, 300))};
+  const app = window.jupyterapp;
+  const panel = app && app.shell && app.shell.currentWidget;
+  if (!panel) { st.current = null; return st; }
+  st.current = panel.context ? panel.context.path : String(panel.title && panel.title.label);
+  const sc = panel.sessionContext;
+  const k = sc && sc.session && sc.session.kernel;
+  st.kernel = k ? {status: k.status, connection: k.connectionStatus, name: k.name} : null;
+  if (panel.content && panel.content.model) {
+    st.running = [];
+    let i = 0;
+    for (const c of panel.content.model.cells) { if (c.executionState === 'running') st.running.push(i); i += 1; }
+  }
+  st.runAll = window.__runAll || null;
+  return st;
+}"""
+
+
+def page_state(page) -> str:
+    """A one-line description of what the page shows (dialogs, current notebook, kernel, running cells)."""
+    try:
+        return json.dumps(page.evaluate(_JS_STATE))
+    except Exception as exc:  # a crashed page: say so rather than hide the original failure
+        return f"(page state unavailable: {exc})"
 
 
 def read_model(page) -> dict:
