@@ -262,24 +262,28 @@ def plot_layer_histograms(rows: Mapping[str, Sequence], bins: int = 30,
         raise ValueError(f"expected {n_layers} column titles (got {len(col_titles)})")
     ranges = dict(ranges or {})
     cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    fig, axes = plt.subplots(len(rows), n_layers, figsize=(1.35 * n_layers + 1.0, 1.15 * len(rows) + 0.6),
-                             squeeze=False)
+    width, height = 1.35 * n_layers + 1.0, 1.15 * len(rows) + 0.6
+    fig, axes = plt.subplots(len(rows), n_layers, figsize=(width, height), squeeze=False)
     for r, (label, values) in enumerate(rows.items()):
         color = (colors or {}).get(label, cycle[r % len(cycle)])
         for j, v in enumerate(values):
             ax = axes[r, j]
-            ax.hist(_to_numpy(v), bins=bins, range=ranges.get(label), color=color)
+            # one filled outline per histogram instead of one rectangle per bin: a 4 x 8 grid
+            # draws several times faster, which matters for a notebook's run time
+            ax.hist(_to_numpy(v), bins=bins, range=ranges.get(label), color=color, histtype="stepfilled")
             ax.set_yticks([])
             ax.tick_params(labelsize=7)
             if r == 0:
                 ax.set_title(col_titles[j] if col_titles is not None else f"layer {j + 1}", fontsize=9)
         axes[r, 0].set_ylabel(label, fontsize=8)
-    fig.tight_layout()
+    # fixed margins in inches rather than tight_layout, which costs about a second on a big grid
+    fig.subplots_adjust(left=1.0 / width, right=1 - 0.1 / width, bottom=0.35 / height, top=1 - 0.35 / height,
+                        wspace=0.12, hspace=0.45)
     return fig
 
 
 def plot_curves(curves: Mapping[str, Sequence], ax=None, xlabel: str = "epoch", ylabel: str = "test loss",
-                logy: bool = False, title: str | None = None):
+                logy: bool = False, title: str | None = None, colors: Mapping[str, str] | None = None):
     """Loss curves: for each label one run, or several runs drawn thin with their mean drawn thick.
 
     Introduced in lesson 01 (test loss per epoch, with and without BN, over seeds).
@@ -291,6 +295,7 @@ def plot_curves(curves: Mapping[str, Sequence], ax=None, xlabel: str = "epoch", 
         xlabel, ylabel: axis labels. Defaults: ``"epoch"``, ``"test loss"``.
         logy: logarithmic y axis. Default: False.
         title: optional title.
+        colors: optional colour per label. Default: matplotlib's cycle.
 
     Returns:
         The ``Axes``; each label's legend entry is its mean line (x starts at 1).
@@ -304,7 +309,8 @@ def plot_curves(curves: Mapping[str, Sequence], ax=None, xlabel: str = "epoch", 
     for label, runs in curves.items():
         arr = np.asarray([_to_numpy(r) for r in runs] if np.ndim(runs[0]) else [_to_numpy(runs)], dtype=float)
         x = np.arange(1, arr.shape[1] + 1)
-        (line,) = ax.plot(x, arr.mean(axis=0), lw=2.2, label=label if len(arr) == 1 else f"{label} (mean of {len(arr)})")
+        (line,) = ax.plot(x, arr.mean(axis=0), lw=2.2, color=(colors or {}).get(label),
+                          label=label if len(arr) == 1 else f"{label} (mean of {len(arr)})")
         if len(arr) > 1:
             for run in arr:
                 ax.plot(x, run, lw=0.7, alpha=0.45, color=line.get_color())
@@ -318,7 +324,8 @@ def plot_curves(curves: Mapping[str, Sequence], ax=None, xlabel: str = "epoch", 
     return ax
 
 
-def plot_fit(x, y, predictions: Mapping[str, object], ax=None, title: str | None = None):
+def plot_fit(x, y, predictions: Mapping[str, object], ax=None, title: str | None = None,
+             colors: Mapping[str, str] | None = None):
     """A 1-D regression: the data as points and each model's prediction as a line.
 
     Introduced in lesson 01.
@@ -328,6 +335,7 @@ def plot_fit(x, y, predictions: Mapping[str, object], ax=None, title: str | None
         predictions: maps a label to the predictions at ``x`` (same length as ``x``).
         ax: axes to draw on; a new figure is made when None. Default: None.
         title: optional title.
+        colors: optional colour per prediction label. Default: matplotlib's cycle.
 
     Returns:
         The ``Axes`` (one scatter collection, one line per prediction, sorted by x).
@@ -345,7 +353,7 @@ def plot_fit(x, y, predictions: Mapping[str, object], ax=None, title: str | None
         p = _to_numpy(pred)
         if len(p) != len(xs):
             raise ValueError(f"expected {len(xs)} predictions for {label!r} (got {len(p)})")
-        ax.plot(xs[order], p[order], lw=2.2, label=label)
+        ax.plot(xs[order], p[order], lw=2.2, label=label, color=(colors or {}).get(label))
     ax.set_xlabel("x")
     ax.set_ylabel("y")
     if title:
