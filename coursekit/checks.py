@@ -158,8 +158,13 @@ def _forbidden_targets(kind: str) -> list[tuple[Any, str, str]]:
         targets += [(ref_b, "batch_norm_backward", "coursekit.reference.batch_norm_backward")]
         return targets
     if kind == "fold":
-        import torch.fx.experimental.optimization as fx_opt
+        import warnings
+
         import torch.nn.utils.fusion as fusion
+
+        with warnings.catch_warnings():  # its torch.jit imports warn about deprecations not ours
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import torch.fx.experimental.optimization as fx_opt
 
         targets = [(fusion, n, f"torch.nn.utils.fusion.{n}") for n in (
             "fuse_conv_bn_eval", "fuse_conv_bn_weights", "fuse_linear_bn_eval", "fuse_linear_bn_weights")]
@@ -472,7 +477,19 @@ _AXES_HINT = "reduce over N and every spatial dim (all dims but the channel dim 
 
 
 def check_channel_stats(channel_stats) -> CheckResult:
-    """Check ``channel_stats(x) -> (mean, var)``: per-channel mean and biased variance, each (C,)."""
+    """Check ``channel_stats(x) -> (mean, var)``: per-channel mean and biased variance, each (C,).
+
+    Introduced in exercise notebook 02. Cases: 2D to 5D input, float32 and float64; mean and var compared separately.
+
+    Args:
+        channel_stats: the learner's function.
+
+    Returns:
+        a :class:`CheckResult` (never raises for a wrong or unfinished answer).
+
+    Raises:
+        TypeError: if ``channel_stats`` is not callable.
+    """
     _require_callable(channel_stats, "a function channel_stats(x) -> (mean, var)")
     run = _Runner(_forbidden_targets("norm"))
 
@@ -500,7 +517,19 @@ def check_channel_stats(channel_stats) -> CheckResult:
 
 
 def check_batch_norm_train(batch_norm_train) -> CheckResult:
-    """Check ``batch_norm_train(x, gamma, beta, eps=1e-5) -> y`` (training-mode BN, batch statistics)."""
+    """Check ``batch_norm_train(x, gamma, beta, eps=1e-5) -> y`` (training-mode BN, batch statistics).
+
+    Introduced in exercise notebook 02. Cases: 2D to 5D, float32/float64, eps 1e-5/1e-3/0.1, and gradients of x, gamma, beta against autograd.
+
+    Args:
+        batch_norm_train: the learner's function.
+
+    Returns:
+        a :class:`CheckResult` (never raises for a wrong or unfinished answer).
+
+    Raises:
+        TypeError: if ``batch_norm_train`` is not callable.
+    """
     _require_callable(batch_norm_train, "a function batch_norm_train(x, gamma, beta, eps=1e-5) -> y")
     run = _Runner(_forbidden_targets("norm"))
 
@@ -570,7 +599,19 @@ def _running_update(rm, rv, x, factor, unbiased=True):
 
 
 def check_update_running_stats(update_running_stats) -> CheckResult:
-    """Check ``update_running_stats(running_mean, running_var, x, momentum=0.1, num_batches_tracked=0)``."""
+    """Check ``update_running_stats(running_mean, running_var, x, momentum=0.1, num_batches_tracked=0)``.
+
+    Introduced in exercise notebook 03. Cases: momentum 0.1, 0.3, 0.25 and None with num_batches_tracked 0, 1, 4; inputs must come back unchanged.
+
+    Args:
+        update_running_stats: the learner's function.
+
+    Returns:
+        a :class:`CheckResult` (never raises for a wrong or unfinished answer).
+
+    Raises:
+        TypeError: if ``update_running_stats`` is not callable.
+    """
     _require_callable(update_running_stats, "a function update_running_stats(running_mean, running_var, x, "
                                             "momentum=0.1, num_batches_tracked=0) -> (mean, var)")
     run = _Runner(_forbidden_targets("norm"))
@@ -630,7 +671,19 @@ def _randomize_bn(bn: nn.Module) -> nn.Module:
 
 
 def check_MyBatchNorm2d(MyBatchNorm2d) -> CheckResult:
-    """Check the class ``MyBatchNorm2d``: state_dict interchangeable with ``nn.BatchNorm2d``, same forward."""
+    """Check the class ``MyBatchNorm2d``: state_dict interchangeable with ``nn.BatchNorm2d``, same forward.
+
+    Introduced in exercise notebook 03. Cases: state_dict keys/initial values/round trip, 3 training batches (momentum 0.1 and None), eval mode, affine=False with track_running_stats=False, gradients.
+
+    Args:
+        MyBatchNorm2d: the learner's class.
+
+    Returns:
+        a :class:`CheckResult` (never raises for a wrong or unfinished answer).
+
+    Raises:
+        TypeError: if ``MyBatchNorm2d`` is not a class.
+    """
     _require_class(MyBatchNorm2d, nn.Module, "a class MyBatchNorm2d(nn.Module)")
     run = _Runner(_forbidden_targets("norm"))
     from torch.nn.modules.batchnorm import _NormBase
@@ -775,7 +828,19 @@ def check_MyBatchNorm2d(MyBatchNorm2d) -> CheckResult:
 
 
 def check_bn_process(bn_process) -> CheckResult:
-    """Check ``bn_process(feature, mean, var, momentum=0.1, eps=1e-5) -> (out, new_mean, new_var)`` (numpy)."""
+    """Check ``bn_process(feature, mean, var, momentum=0.1, eps=1e-5) -> (out, new_mean, new_var)`` (numpy).
+
+    Introduced in exercise notebook 03. Cases: numpy float32/float64, momentum and eps varied; the arrays passed in must come back unchanged.
+
+    Args:
+        bn_process: the learner's function.
+
+    Returns:
+        a :class:`CheckResult` (never raises for a wrong or unfinished answer).
+
+    Raises:
+        TypeError: if ``bn_process`` is not callable.
+    """
     _require_callable(bn_process, "a function bn_process(feature, mean, var, momentum=0.1, eps=1e-5)")
     run = _Runner(_forbidden_targets("norm"))
 
@@ -836,7 +901,19 @@ def _bn_grads(x, gamma, beta, eps, dy):
 
 
 def check_batch_norm_backward(batch_norm_backward) -> CheckResult:
-    """Check ``batch_norm_backward(dy, cache) -> (dx, dgamma, dbeta)`` with ``cache = (x_hat, inv_std, gamma)``."""
+    """Check ``batch_norm_backward(dy, cache) -> (dx, dgamma, dbeta)`` with ``cache = (x_hat, inv_std, gamma)``.
+
+    Introduced in exercise notebook 04. Cases: 2D to 5D, float32/float64; dx, dgamma, dbeta against autograd of F.batch_norm in float64.
+
+    Args:
+        batch_norm_backward: the learner's function.
+
+    Returns:
+        a :class:`CheckResult` (never raises for a wrong or unfinished answer).
+
+    Raises:
+        TypeError: if ``batch_norm_backward`` is not callable.
+    """
     _require_callable(batch_norm_backward, "a function batch_norm_backward(dy, cache) -> (dx, dgamma, dbeta)")
     run = _Runner(_forbidden_targets("norm"))
 
@@ -882,7 +959,19 @@ def check_batch_norm_backward(batch_norm_backward) -> CheckResult:
 
 
 def check_BatchNormFunction(BatchNormFunction) -> CheckResult:
-    """Check ``BatchNormFunction``: a ``torch.autograd.Function``, ``apply(x, gamma, beta, eps)``, analytic backward."""
+    """Check ``BatchNormFunction``: a ``torch.autograd.Function``, ``apply(x, gamma, beta, eps)``, analytic backward.
+
+    Introduced in exercise notebook 04. Cases: forward and all three gradients for 2D to 5D, float32/float64, then torch.autograd.gradcheck.
+
+    Args:
+        BatchNormFunction: the learner's class.
+
+    Returns:
+        a :class:`CheckResult` (never raises for a wrong or unfinished answer).
+
+    Raises:
+        TypeError: if ``BatchNormFunction`` is not a class.
+    """
     _require_class(BatchNormFunction, torch.autograd.Function, "a class BatchNormFunction(torch.autograd.Function)")
     # autograd's own machinery may be used; only the batch-norm kernels are forbidden
     run = _Runner(_forbidden_targets("norm"))
@@ -942,7 +1031,19 @@ def check_BatchNormFunction(BatchNormFunction) -> CheckResult:
 # 05: layer_norm, instance_norm, group_norm
 # --------------------------------------------------------------------------------------------
 def check_layer_norm(layer_norm) -> CheckResult:
-    """Check ``layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5)`` against ``F.layer_norm``."""
+    """Check ``layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5)`` against ``F.layer_norm``.
+
+    Introduced in exercise notebook 05. Cases: int/tuple/list normalized_shape over 1 to 3 trailing dims, weight/bias given or None, eps varied.
+
+    Args:
+        layer_norm: the learner's function.
+
+    Returns:
+        a :class:`CheckResult` (never raises for a wrong or unfinished answer).
+
+    Raises:
+        TypeError: if ``layer_norm`` is not callable.
+    """
     _require_callable(layer_norm, "a function layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5)")
     run = _Runner(_forbidden_targets("norm"))
 
@@ -997,7 +1098,19 @@ def check_layer_norm(layer_norm) -> CheckResult:
 
 
 def check_instance_norm(instance_norm) -> CheckResult:
-    """Check ``instance_norm(x, weight=None, bias=None, eps=1e-5)`` against ``F.instance_norm``."""
+    """Check ``instance_norm(x, weight=None, bias=None, eps=1e-5)`` against ``F.instance_norm``.
+
+    Introduced in exercise notebook 05. Cases: 3D to 5D input (batch of one included), weight/bias given or None, eps varied.
+
+    Args:
+        instance_norm: the learner's function.
+
+    Returns:
+        a :class:`CheckResult` (never raises for a wrong or unfinished answer).
+
+    Raises:
+        TypeError: if ``instance_norm`` is not callable.
+    """
     _require_callable(instance_norm, "a function instance_norm(x, weight=None, bias=None, eps=1e-5)")
     run = _Runner(_forbidden_targets("norm"))
 
@@ -1031,7 +1144,19 @@ def check_instance_norm(instance_norm) -> CheckResult:
 
 
 def check_group_norm(group_norm) -> CheckResult:
-    """Check ``group_norm(x, num_groups, weight=None, bias=None, eps=1e-5)`` against ``F.group_norm``."""
+    """Check ``group_norm(x, num_groups, weight=None, bias=None, eps=1e-5)`` against ``F.group_norm``.
+
+    Introduced in exercise notebook 05. Cases: 2D to 5D input, num_groups from 1 to C, weight/bias given or None, eps varied.
+
+    Args:
+        group_norm: the learner's function.
+
+    Returns:
+        a :class:`CheckResult` (never raises for a wrong or unfinished answer).
+
+    Raises:
+        TypeError: if ``group_norm`` is not callable.
+    """
     _require_callable(group_norm, "a function group_norm(x, num_groups, weight=None, bias=None, eps=1e-5)")
     run = _Runner(_forbidden_targets("norm"))
 
@@ -1127,7 +1252,19 @@ _TRAIN_SURVIVES = ("model.train() put the BatchNorm layers back into training mo
 
 
 def check_freeze_batchnorm(freeze_batchnorm) -> CheckResult:
-    """Check ``freeze_batchnorm(model) -> model``: BN frozen (statistics and affine), surviving ``model.train()``."""
+    """Check ``freeze_batchnorm(model) -> model``: BN frozen (statistics and affine), surviving ``model.train()``.
+
+    Introduced in exercise notebook 06. Cases: BatchNorm1d/2d/3d at any depth; flags and requires_grad after model.train(); forward after model.train() and after model.eval() + model.train().
+
+    Args:
+        freeze_batchnorm: the learner's function.
+
+    Returns:
+        a :class:`CheckResult` (never raises for a wrong or unfinished answer).
+
+    Raises:
+        TypeError: if ``freeze_batchnorm`` is not callable.
+    """
     _require_callable(freeze_batchnorm, "a function freeze_batchnorm(model) -> model")
     run = _Runner(())
 
@@ -1186,7 +1323,19 @@ def check_freeze_batchnorm(freeze_batchnorm) -> CheckResult:
 
 
 def check_predict(predict) -> CheckResult:
-    """Check ``predict(model, x) -> y``: eval-mode forward without autograd, every training flag restored."""
+    """Check ``predict(model, x) -> y``: eval-mode forward without autograd, every training flag restored.
+
+    Introduced in exercise notebook 06. Cases: model in train, eval and mixed modes, a batch of one, float32/float64.
+
+    Args:
+        predict: the learner's function.
+
+    Returns:
+        a :class:`CheckResult` (never raises for a wrong or unfinished answer).
+
+    Raises:
+        TypeError: if ``predict`` is not callable.
+    """
     _require_callable(predict, "a function predict(model, x) -> y")
     run = _Runner(())
 
@@ -1242,7 +1391,19 @@ def _estimate(model: nn.Module, batches, reset: bool, momentum) -> list:
 
 
 def check_recalibrate(recalibrate) -> CheckResult:
-    """Check ``recalibrate(model, loader) -> model`` against ``torch.optim.swa_utils.update_bn``."""
+    """Check ``recalibrate(model, loader) -> model`` against ``torch.optim.swa_utils.update_bn``.
+
+    Introduced in exercise notebook 06. Cases: list of tensors and DataLoader of (x, y) batches, unequal batch sizes, model in train and eval mode; compared with torch.optim.swa_utils.update_bn.
+
+    Args:
+        recalibrate: the learner's function.
+
+    Returns:
+        a :class:`CheckResult` (never raises for a wrong or unfinished answer).
+
+    Raises:
+        TypeError: if ``recalibrate`` is not callable.
+    """
     _require_callable(recalibrate, "a function recalibrate(model, loader) -> model")
     run = _Runner(_forbidden_targets("update_bn"))
 
@@ -1349,7 +1510,19 @@ _CONV_ATTRS = [(a, f"the folded conv lost {a}: copy every setting of the origina
 
 
 def check_fold_conv_bn(fold_conv_bn) -> CheckResult:
-    """Check ``fold_conv_bn(conv, bn) -> conv`` against conv followed by bn in eval mode."""
+    """Check ``fold_conv_bn(conv, bn) -> conv`` against conv followed by bn in eval mode.
+
+    Introduced in exercise notebook 07. Cases: Conv1d/2d/3d, bias None, stride, groups, dilation, padding='same', every padding_mode, float32/float64, BN eps 0.1.
+
+    Args:
+        fold_conv_bn: the learner's function.
+
+    Returns:
+        a :class:`CheckResult` (never raises for a wrong or unfinished answer).
+
+    Raises:
+        TypeError: if ``fold_conv_bn`` is not callable.
+    """
     _require_callable(fold_conv_bn, "a function fold_conv_bn(conv, bn) -> conv")
     run = _Runner(_forbidden_targets("fold"))
 
@@ -1384,7 +1557,19 @@ def check_fold_conv_bn(fold_conv_bn) -> CheckResult:
 
 
 def check_fold_linear_bn(fold_linear_bn) -> CheckResult:
-    """Check ``fold_linear_bn(linear, bn) -> linear`` against linear followed by ``nn.BatchNorm1d`` in eval mode."""
+    """Check ``fold_linear_bn(linear, bn) -> linear`` against linear followed by ``nn.BatchNorm1d`` in eval mode.
+
+    Introduced in exercise notebook 07. Cases: bias True/False, float32/float64, BN eps 0.1.
+
+    Args:
+        fold_linear_bn: the learner's function.
+
+    Returns:
+        a :class:`CheckResult` (never raises for a wrong or unfinished answer).
+
+    Raises:
+        TypeError: if ``fold_linear_bn`` is not callable.
+    """
     _require_callable(fold_linear_bn, "a function fold_linear_bn(linear, bn) -> linear")
     run = _Runner(_forbidden_targets("fold"))
 
@@ -1421,7 +1606,19 @@ def _fold_model_b() -> nn.Module:
 
 
 def check_fold_model(fold_model) -> CheckResult:
-    """Check ``fold_model(model) -> model``: every conv/linear -> BN pair in ``nn.Sequential`` folded, eval mode."""
+    """Check ``fold_model(model) -> model``: every conv/linear -> BN pair in ``nn.Sequential`` folded, eval mode.
+
+    Introduced in exercise notebook 07. Cases: nested nn.Sequential, a BN after ReLU that must stay, models handed over in train and eval mode.
+
+    Args:
+        fold_model: the learner's function.
+
+    Returns:
+        a :class:`CheckResult` (never raises for a wrong or unfinished answer).
+
+    Raises:
+        TypeError: if ``fold_model`` is not callable.
+    """
     _require_callable(fold_model, "a function fold_model(model) -> model")
     run = _Runner(_forbidden_targets("fold"))
 

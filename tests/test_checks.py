@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from coursekit import checks
 from coursekit.checks import CHECKS, CheckResult
 from coursekit.tasks import EXERCISES, TASKS
-from tests.wrong_answers import HINTS, SOLUTIONS_DIR, STUBS, WRONG, solutions
+from wrong_answers import HINTS, SOLUTIONS_DIR, STUBS, WRONG, solutions
 
 TASK_NAMES = [t.name for t in TASKS.values()]
 WRONG_CASES = [(task, name) for task in WRONG for name in WRONG[task]]
@@ -149,3 +149,71 @@ def test_solution_notebook_structure(ex):
         for out in cell.get("outputs", []):
             text = str(out)
             assert "/tmp/" not in text and "/root/" not in text and "/work/" not in text
+
+
+# Other correct answers a learner may write: a check must not fail them on rounding or style.
+def _cs_moments(x):
+    dims = [0, *range(2, x.dim())]
+    mean = x.mean(dims)
+    return mean, (x * x).mean(dims) - mean * mean
+
+
+def _bn_var_mean_rsqrt(x, gamma, beta, eps=1e-5):
+    dims = [0, *range(2, x.dim())]
+    var, mean = torch.var_mean(x, dims, unbiased=False, keepdim=True)
+    shape = (1, -1) + (1,) * (x.dim() - 2)
+    scale = gamma.reshape(shape) * torch.rsqrt(var + eps)
+    return x * scale + (beta.reshape(shape) - mean * scale)
+
+
+def _ln_var_mean(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    flat = x.reshape(*x.shape[:x.dim() - len(shape)], -1)
+    var, mean = torch.var_mean(flat, -1, unbiased=False, keepdim=True)
+    y = ((flat - mean) * torch.rsqrt(var + eps)).reshape(x.shape)
+    return y * (weight if weight is not None else 1) + (bias if bias is not None else 0)
+
+
+def _freeze_with_hook(model):
+    def keep_eval(module, args):
+        module.training = False
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.eval()
+            m.weight.requires_grad_(False)
+            m.bias.requires_grad_(False)
+            m.register_forward_pre_hook(keep_eval)
+    return model
+
+
+def _predict_inference_mode(model, x):
+    flags = {m: m.training for m in model.modules()}
+    try:
+        with torch.inference_mode():
+            return model.eval()(x)
+    finally:
+        for m, flag in flags.items():
+            m.training = flag
+
+
+def _fold_conv_rebuilt(conv, bn):
+    new = type(conv)(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
+                     padding=conv.padding, dilation=conv.dilation, groups=conv.groups, bias=True,
+                     padding_mode=conv.padding_mode, dtype=conv.weight.dtype)
+    with torch.no_grad():
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        new.weight.copy_(conv.weight * scale.reshape(-1, *[1] * (conv.weight.dim() - 1)))
+        b = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+        new.bias.copy_((b - bn.running_mean) * scale + bn.bias)
+    return new
+
+
+ALTERNATIVES = [("channel_stats", _cs_moments), ("batch_norm_train", _bn_var_mean_rsqrt),
+                ("layer_norm", _ln_var_mean), ("freeze_batchnorm", _freeze_with_hook),
+                ("predict", _predict_inference_mode), ("fold_conv_bn", _fold_conv_rebuilt)]
+
+
+@pytest.mark.parametrize("task,fn", ALTERNATIVES, ids=[f.__name__ for _, f in ALTERNATIVES])
+def test_other_correct_answers_pass(task, fn):
+    result = CHECKS[task](fn)
+    assert result.passed, str(result)
