@@ -410,3 +410,34 @@ def test_known_wrong_folds_are_detected(broken_branch, conv_kwargs):
         if wrong(x).shape == ref.shape:
             assert rel_err(wrong(x), ref) > 1e-2
         assert rel_err(fold_conv_bn(conv, bn)(x), ref) <= 1e-5
+
+
+class StandardizedConv(nn.Conv2d):
+    """Weight standardization in forward: new weights alone cannot reproduce it."""
+
+    def forward(self, x):
+        w = (self.weight - self.weight.mean(dim=(1, 2, 3), keepdim=True)) / self.weight.std(dim=(1, 2, 3), keepdim=True)
+        return self._conv_forward(x, w, self.bias)
+
+
+def test_fold_model_skips_subclasses_with_their_own_forward():
+    for traceable in (True, False):
+        inner = nn.Sequential(StandardizedConv(3, 4, 3), nn.BatchNorm2d(4))
+        model = prepared(inner if traceable else nn.Sequential(Untraceable(), inner))
+        seq = model if traceable else model[1]
+        folded = fold_model(model)
+        fseq = folded if traceable else folded[1]
+        assert isinstance(fseq[1], nn.BatchNorm2d), traceable
+        x = torch.randn(2, 3, 6, 6)
+        with torch.no_grad():
+            assert rel_err(fseq(x), seq(x)) <= 1e-6
+
+
+def test_mutation_check_can_fail():
+    # assert_unchanged must catch a fold that writes into its inputs.
+    conv, bn = nn.Conv2d(2, 3, 1).eval(), nn.BatchNorm2d(3).eval()
+    before = snapshot(conv, bn)
+    with torch.no_grad():
+        conv.weight.mul_(2.0)
+    with pytest.raises(AssertionError):
+        assert_unchanged(before, (conv, bn))

@@ -343,12 +343,16 @@ def fold_linear_bn(linear: nn.Module, bn: nn.Module) -> nn.Module:
 
 
 def _foldable(layer: nn.Module, bn: nn.Module) -> bool:
-    """Would ``fold_conv_bn``/``fold_linear_bn`` accept this pair (types, channels, running stats)?"""
-    if isinstance(layer, _CONVS + _CONV_TRANSPOSES):
-        right_type = isinstance(bn, _BN_ANY_DIM + (_BN_BY_DIM[len(layer.kernel_size)],))
+    """Would ``fold_conv_bn``/``fold_linear_bn`` accept this pair (types, channels, running stats)?
+
+    Exact types only: a subclass may override ``forward`` (weight standardization, a custom
+    normalization), and then new weights alone would not reproduce it.
+    """
+    if type(layer) in _CONVS + _CONV_TRANSPOSES:
+        right_type = type(bn) in _BN_ANY_DIM + (_BN_BY_DIM[len(layer.kernel_size)],)
         channels = layer.out_channels
-    elif isinstance(layer, nn.Linear):
-        right_type = isinstance(bn, _BN_ANY_DIM + (nn.BatchNorm1d,))
+    elif type(layer) is nn.Linear:
+        right_type = type(bn) in _BN_ANY_DIM + (nn.BatchNorm1d,)
         channels = layer.out_features
     else:
         return False
@@ -440,6 +444,7 @@ def fold_model(model: nn.Module) -> nn.Module:
       folds a foldable layer immediately followed by a foldable BatchNorm child; it assumes each
       ``nn.Sequential`` is run as a whole.
 
+    Layers and BatchNorms are matched by exact type (a subclass may change ``forward``).
     Everything else is left as it is: a BatchNorm *before* a conv, after a pooling or activation,
     after a layer whose output is also used elsewhere (a skip connection), or without running
     statistics. Folding a ``Linear`` assumes 2D activations (N, features), see ``fold_linear_bn``.
