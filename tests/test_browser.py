@@ -12,12 +12,14 @@ here is shown to be able to fail.
 
 Skipped, with the reason, when ``/usr/bin/chromium`` or the ``playwright`` package is missing
 (install: ``apt-get install -y chromium`` and ``pip install -e '.[test]'``; never
-``playwright install``). Screenshots go to ``screenshots/`` (gitignored).
+``playwright install``); with ``COURSEKIT_REQUIRE_BROWSER=1`` (set it in CI) that is a failure
+instead. Screenshots go to ``screenshots/`` (gitignored).
 Runs whole on one pytest-xdist worker with ``--dist loadfile`` (module-scoped server).
 """
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -92,6 +94,8 @@ def _selftest_notebooks(root: Path) -> None:
 def server(tmp_path_factory):
     reason = bs.browser_unavailable_reason()
     if reason:
+        if os.environ.get("COURSEKIT_REQUIRE_BROWSER") == "1":  # CI sets this: a skip must not hide a gap
+            pytest.fail(f"COURSEKIT_REQUIRE_BROWSER=1 but the browser smoke test cannot run: {reason}")
         pytest.skip(f"browser smoke test needs a browser: {reason}")
     srv = bs.JupyterLabServer(tmp_path_factory.mktemp("jupyterlab"))
     bs.copy_tree(REPO / "notebooks", srv.root / "notebooks")
