@@ -265,12 +265,15 @@ def cross_process_bn_worker(rank: int, world_size: int, x: torch.Tensor, weight:
     * ``syncbn_error``: what ``nn.SyncBatchNorm`` says when asked to train on this CPU tensor
       (an empty string if it did not complain).
     """
-    xs = x.chunk(world_size)[rank].clone().requires_grad_(True)
+    xs = x.chunk(world_size)[rank].clone().requires_grad_(True)   # this process's shard
     dys = dy.chunk(world_size)[rank]
+    # What plain BN does in each data-parallel process: statistics of the shard only.
     local = nn.functional.batch_norm(xs.detach(), None, None, weight, bias, training=True)
+    # Statistics of the whole batch: one all-reduce of [sum x, sum x^2, n].
     synced = sync_batch_norm(xs, weight, bias, differentiable=True)
-    (synced * dys).sum().backward()
+    (synced * dys).sum().backward()   # the backward all-reduces too
     mean, var, count = all_reduce_batch_stats(xs.detach())
+    # PyTorch's own layer, asked to train on a CPU tensor inside a process group.
     layer = nn.SyncBatchNorm(x.shape[1]).train()
     try:
         layer(xs.detach())
