@@ -212,7 +212,7 @@ def _exception_hint(exc: BaseException) -> str | None:
     if isinstance(exc, NotImplementedError):
         return "replace `raise NotImplementedError()` with your code"
     if "NoneType" in text:
-        return "something is None that your code uses as a tensor: e.g. weight/bias=None or a conv without bias"
+        return "something is None that your code uses as a tensor (an optional argument or attribute?)"
     if "incorrect number of gradients" in text:
         return "backward must return one gradient per input of forward (None for eps)"
     if "has no len()" in text and "int" in text:
@@ -225,8 +225,9 @@ def _exception_hint(exc: BaseException) -> str | None:
 class _Runner:
     """Calls the learner's code with the library shortcuts forbidden and exceptions captured."""
 
-    def __init__(self, targets: Sequence[tuple[Any, str, str]]) -> None:
+    def __init__(self, targets: Sequence[tuple[Any, str, str]], none_hint: str | None = None) -> None:
         self.targets = targets
+        self.none_hint = none_hint  # what "None" most likely is for this task
 
     def __call__(self, fn: Callable, *args, **kwargs):
         calls: list[str] = []
@@ -244,8 +245,8 @@ class _Runner:
             if isinstance(error, _Failure):
                 raise error
             msg = str(error).strip().splitlines()[0] if str(error).strip() else ""
-            raise _Failure(f"raised {type(error).__name__}" + (f": {msg}" if msg else ""),
-                           hint=_exception_hint(error))
+            hint = self.none_hint if self.none_hint and "NoneType" in str(error) else _exception_hint(error)
+            raise _Failure(f"raised {type(error).__name__}" + (f": {msg}" if msg else ""), hint=hint)
         return out
 
 
@@ -1030,6 +1031,9 @@ def check_BatchNormFunction(BatchNormFunction) -> CheckResult:
 # --------------------------------------------------------------------------------------------
 # 05: layer_norm, instance_norm, group_norm
 # --------------------------------------------------------------------------------------------
+_AFFINE_NONE = "weight and bias are optional: apply each one only when it is not None"
+
+
 def check_layer_norm(layer_norm) -> CheckResult:
     """Check ``layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5)`` against ``F.layer_norm``.
 
@@ -1045,7 +1049,7 @@ def check_layer_norm(layer_norm) -> CheckResult:
         TypeError: if ``layer_norm`` is not callable.
     """
     _require_callable(layer_norm, "a function layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5)")
-    run = _Runner(_forbidden_targets("norm"))
+    run = _Runner(_forbidden_targets("norm"), none_hint=_AFFINE_NONE)
 
     def case(shape, dtype, ns, weight=False, bias=False, eps=None):
         extra = {"normalized_shape": ns}
@@ -1112,7 +1116,7 @@ def check_instance_norm(instance_norm) -> CheckResult:
         TypeError: if ``instance_norm`` is not callable.
     """
     _require_callable(instance_norm, "a function instance_norm(x, weight=None, bias=None, eps=1e-5)")
-    run = _Runner(_forbidden_targets("norm"))
+    run = _Runner(_forbidden_targets("norm"), none_hint=_AFFINE_NONE)
 
     def case(shape, dtype, weight=False, bias=False, eps=None):
         extra = {k: "given" for k, on in (("weight", weight), ("bias", bias)) if on}
@@ -1158,7 +1162,7 @@ def check_group_norm(group_norm) -> CheckResult:
         TypeError: if ``group_norm`` is not callable.
     """
     _require_callable(group_norm, "a function group_norm(x, num_groups, weight=None, bias=None, eps=1e-5)")
-    run = _Runner(_forbidden_targets("norm"))
+    run = _Runner(_forbidden_targets("norm"), none_hint=_AFFINE_NONE)
 
     def grouped(x, g, w, b, e, strided=False, dims=(2,), **kw):
         n, c = x.shape[:2]
@@ -1524,7 +1528,7 @@ def check_fold_conv_bn(fold_conv_bn) -> CheckResult:
         TypeError: if ``fold_conv_bn`` is not callable.
     """
     _require_callable(fold_conv_bn, "a function fold_conv_bn(conv, bn) -> conv")
-    run = _Runner(_forbidden_targets("fold"))
+    run = _Runner(_forbidden_targets("fold"), none_hint="conv.bias is None when the layer was built with bias=False: use zeros for it")
 
     def case(make_conv, x_shape, dtype, eps=1e-5, label=""):
         def body():
@@ -1571,7 +1575,7 @@ def check_fold_linear_bn(fold_linear_bn) -> CheckResult:
         TypeError: if ``fold_linear_bn`` is not callable.
     """
     _require_callable(fold_linear_bn, "a function fold_linear_bn(linear, bn) -> linear")
-    run = _Runner(_forbidden_targets("fold"))
+    run = _Runner(_forbidden_targets("fold"), none_hint="linear.bias is None when the layer was built with bias=False: use zeros for it")
 
     def case(i, o, bias, dtype, eps=1e-5):
         def body():

@@ -543,7 +543,7 @@ def _(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     return _ln(x, normalized_shape, weight, bias, eps, dims=(0,))
 
 
-@_wrong("layer_norm", "none_not_handled", "None")
+@_wrong("layer_norm", "none_not_handled", "apply each one only when it is not None")
 def _(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     return _ln(x, normalized_shape, None, None, eps) * weight + bias
 
@@ -835,7 +835,7 @@ def _(conv, bn):
     return out
 
 
-@_wrong("fold_conv_bn", "bias_none_not_handled", "None")
+@_wrong("fold_conv_bn", "bias_none_not_handled", "conv.bias is None")
 def _(conv, bn):
     out = copy.deepcopy(conv)
     with torch.no_grad():
@@ -871,7 +871,7 @@ def _(conv, bn):
     return fusion.fuse_conv_bn_eval(conv, bn)
 
 
-@_wrong("fold_linear_bn", "bias_none_not_handled", "None")
+@_wrong("fold_linear_bn", "bias_none_not_handled", "linear.bias is None")
 def _(linear, bn):
     out = copy.deepcopy(linear)
     with torch.no_grad():
