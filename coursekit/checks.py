@@ -1373,8 +1373,21 @@ def check_predict(predict) -> CheckResult:
                                hint="restore each submodule's OWN previous flag (a model can be partly in eval, e.g. a frozen BN), also if the forward raises")
         return f"{label}, input {tuple(shape)} {_dtname(dtype)}, model in {mode} mode", body
 
+    def raising_case():
+        model = _randomized(mlp(), _F32).train()
+        _bns(model)[0].eval()
+        flags = [m.training for m in model.modules()]
+        try:
+            predict(model, torch.randn(4, 7))  # 7 features for a Linear(5, ...): the forward raises
+        except Exception:  # expected: the shape error propagates (or is handled), flags must be back
+            pass
+        if [m.training for m in model.modules()] != flags:
+            raise _Failure("training flags not restored after a forward that raised",
+                           hint="restore the flags in a finally: block, so they come back even if the forward raises")
+
     cases = [case(mlp, (6, 5), _F32, "train"), case(mlp, (6, 5), _F64, "eval"), case(mlp, (6, 5), _F32, "mixed"),
-             case(mlp, (1, 5), _F32, "train"), case(lambda: _model_2d(dropout=True), (2, 2, 4, 4), _F64, "mixed")]
+             case(mlp, (1, 5), _F32, "train"), case(lambda: _model_2d(dropout=True), (2, 2, 4, 4), _F64, "mixed"),
+             ("MLP in mixed mode, an input of the wrong size (the forward raises)", raising_case)]
     return _run("predict", cases)
 
 

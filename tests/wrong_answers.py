@@ -747,6 +747,17 @@ def _(model, x):
     return y
 
 
+@_wrong("predict", "no_finally", "finally")
+def _(model, x):
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    with torch.no_grad():
+        y = model(x)
+    for m, f in flags:
+        m.training = f
+    return y
+
+
 def _recal(model, loader, reset=True, momentum=None, restore_mode=True, restore_momentum=True):
     bns = [m for m in model.modules() if isinstance(m, _BN_TYPES)]
     was, momenta = model.training, [bn.momentum for bn in bns]
