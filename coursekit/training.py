@@ -143,7 +143,7 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, loss_fn: Callable
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += float(loss) * len(idx)
+            total += loss.item() * len(idx)
             count += len(idx)
         hist.train_loss.append(total / max(count, 1))
         if x_test is not None and y_test is not None:
