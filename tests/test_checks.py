@@ -143,6 +143,9 @@ def test_solution_notebook_structure(ex):
         assert ids.index(task.check_cell) == ids.index(task.answer_cell) + 1
         assert answer.source.count("### BEGIN SOLUTION") == answer.source.count("### END SOLUTION") >= 1
         assert f"checks.check_{task.name}({task.name})" in check.source
+        # stored executed: the check's verdict is in the notebook, and it is a pass
+        shown = [o["data"]["text/plain"] for o in check.get("outputs", []) if o.get("output_type") == "execute_result"]
+        assert shown and shown[0].startswith(f"✔ {task.name}: "), shown
     if ex.lesson == "04":
         assert "def batch_norm_forward(x, gamma, beta, eps=1e-5)" in cells["given-batch_norm_forward"].source
     for cell in nb.cells:
