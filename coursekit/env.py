@@ -1,7 +1,7 @@
 """Notebook setup and the environment report (``coursekit doctor``, lesson 00)."""
 from __future__ import annotations
 
-import importlib
+import importlib.metadata
 import os
 import platform
 import sys
@@ -50,12 +50,13 @@ def setup_notebook(seed: int = 0, threads: int = NOTEBOOK_THREADS) -> None:
         pass
 
 
-def _version(module: str) -> str | None:
+def _version(distribution: str) -> str | None:
+    """Installed version of a distribution, read from its metadata: importing jupyterlab just to
+    ask would cost seconds (it pulls in jupyter_server)."""
     try:
-        mod = importlib.import_module(module)
-    except Exception:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
         return None
-    return getattr(mod, "__version__", "unknown")
 
 
 @dataclass
@@ -86,17 +87,8 @@ class EnvironmentReport:
         return "\n".join(self.lines())
 
 
-_REQUIRED = {
-    "torch": "torch",
-    "numpy": "numpy",
-    "matplotlib": "matplotlib",
-    "jupyterlab": "jupyterlab",
-    "ipykernel": "ipykernel",
-    "nbformat": "nbformat",
-    "nbclient": "nbclient",
-    "nbval": "nbval",
-    "scikit-learn": "sklearn",
-}
+_REQUIRED = ("torch", "numpy", "matplotlib", "jupyterlab", "ipykernel", "nbformat", "nbclient",
+             "nbval", "scikit-learn")
 INSTALL_HINT = 'python -m pip install -c requirements/constraints.txt -e ".[test]"'
 
 
@@ -125,7 +117,7 @@ def _kernel_for_this_python() -> str | None:
 
 def environment_report() -> EnvironmentReport:
     """Collect versions, threads and kernel availability; introduced in lesson 00."""
-    versions = {label: _version(mod) for label, mod in _REQUIRED.items()}
+    versions = {name: _version(name) for name in _REQUIRED}
     problems = [f"{label} is not installed: run {INSTALL_HINT}" for label, v in versions.items() if v is None]
     threads = None
     if versions["torch"]:
