@@ -172,6 +172,34 @@ def forbidden_uses(source: str, names: frozenset) -> list[str]:
     return sorted(found)
 
 
+def _names(source: str) -> tuple[set[str], set[str]]:
+    """(top-level names a cell defines, every name it mentions)."""
+    tree = _parse(source)
+    if tree is None:
+        return set(), set()
+    defined = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            defined.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            defined |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+    return defined, {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+
+
+def _with_helpers(answers: dict[str, str], cid: str) -> list[str]:
+    """The answer cell ``cid`` and every other answer cell it uses names from (transitively)."""
+    info = {c: _names(src) for c, src in answers.items()}
+    seen, todo = {cid}, [cid]
+    while todo:
+        used = info[todo.pop()][1]
+        for other, (defined, _) in info.items():
+            if other not in seen and defined & used:
+                seen.add(other)
+                todo.append(other)
+    return [answers[c] for c in seen]
+
+
 # -------------------------------------------------------------------------------------- kernel
 class _Kernel:
     """A fresh IPython kernel of the current Python, driven through nbclient, one cell at a time."""
@@ -323,6 +351,7 @@ def grade_notebook(path, solutions="solutions", timeout: float = 60.0, total_tim
             results[name] = TaskResult(t.id, t.points if status == "pass" else 0, t.points, status, message)
 
     answers = answer_sources(nb)
+    rejected: set[str] = set()  # failed the static scan
     placeholders = {c.id: c.source for c in instructor.cells if c.get("id", "").startswith("answer-")}
     for name, t in tasks.items():
         if t.answer_cell not in answers:
@@ -331,10 +360,10 @@ def grade_notebook(path, solutions="solutions", timeout: float = 60.0, total_tim
             settle(name, "missing", "not attempted (the answer cell is unchanged)")
         else:
             bad = []
-            for cid, src in answers.items():  # helpers may live in another answer cell
-                if cid in placeholders:
-                    bad += forbidden_uses(src, PROBES[name].forbidden if name in PROBES else frozenset())
+            for src in _with_helpers(answers, t.answer_cell):
+                bad += forbidden_uses(src, PROBES[name].forbidden)
             if bad:
+                rejected.add(name)
                 settle(name, "fail", f"uses {', '.join(sorted(set(bad)))}: the task asks you to implement it yourself")
 
     # The cells the kernel runs: the instructor's, minus checks, with the learner's answers in place.
@@ -346,9 +375,13 @@ def grade_notebook(path, solutions="solutions", timeout: float = 60.0, total_tim
             continue
         if cid.startswith("answer-"):
             name = cid[len("answer-"):]
-            if name in tasks and name not in results:  # not missing, not rejected by the static scan
+            # rejected answers still run: another task's answer may call them
+            if name in tasks and (name not in results or name in rejected):
                 cells.append((name, answers[cid]))
             continue
+        tree = _parse(c.source)
+        if tree is not None and {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} & set(tasks):
+            continue  # an instructor's demo of the learner's code: untrusted in effect, and not graded
         cells.append((None, c.source))
 
     deadline = t0 + total_timeout
@@ -358,14 +391,14 @@ def grade_notebook(path, solutions="solutions", timeout: float = 60.0, total_tim
     cwd = work / "cwd"
     cwd.mkdir()
     kernel = _Kernel(cwd)
-    replay: list[str] = []  # cells that ran to completion (ok or error), to replay after a restart
+    replay: list[tuple[str | None, str]] = []  # cells that ran to completion (ok or error), to replay after a restart
     answer_errors: dict[str, str] = {}
 
     def restart() -> None:
         kernel.stop()
         kernel.start()
-        for src in replay:
-            limit = max(timeout, _TRUSTED_CELL_TIMEOUT)
+        for name, src in replay:
+            limit = timeout if name else max(timeout, _TRUSTED_CELL_TIMEOUT)
             if kernel.run(src, max(1.0, min(limit, deadline - time.monotonic())))[0] in ("timeout", "dead"):
                 break
 
@@ -382,7 +415,7 @@ def grade_notebook(path, solutions="solutions", timeout: float = 60.0, total_tim
             limit = timeout if name else max(timeout, _TRUSTED_CELL_TIMEOUT)
             status, msg = kernel.run(src, min(limit, remaining))
             if status in ("ok", "error"):
-                replay.append(src)
+                replay.append((name, src))
                 if status == "error" and name:
                     answer_errors[name] = msg
             elif name:

@@ -1,0 +1,216 @@
+"""coursekit grade: full marks for the solutions, zero for untouched exercises, and the attack suite.
+
+Attack submissions are generated here from the solution notebooks (so they stay in sync); only the
+truncated file is a static fixture. All submissions are graded once per module, two at a time.
+"""
+import argparse
+import copy
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from coursekit import grading
+from coursekit.build import build_notebook
+from coursekit.grading import forbidden_uses, grade_paths
+from coursekit.probes import NORM_NAMES
+from coursekit.tasks import EXERCISES
+
+ROOT = Path(__file__).resolve().parents[1]
+SOLUTIONS = ROOT / "solutions"
+FIXTURES = ROOT / "tests" / "fixtures"
+TIMEOUT = 8.0  # per learner cell: short, so the infinite-loop attacks cost little
+
+
+def _solution(stem):
+    return nbformat.read(SOLUTIONS / f"{stem}.ipynb", as_version=4)
+
+
+def _cell(nb, cid):
+    return next(c for c in nb.cells if c.get("id") == cid)
+
+
+def _solved_02():
+    return _solution("02_bn_forward_exercises")
+
+
+def _with_answer(cid, source, nb=None):
+    nb = copy.deepcopy(nb or _solved_02())
+    _cell(nb, cid).source = source
+    return nb
+
+
+def _attacks():
+    """name -> (notebook or raw bytes, file name). Lesson 02 unless said otherwise."""
+    solved = _solved_02()
+    exercise = build_notebook(solved)
+    bnt = "answer-batch_norm_train"
+    garbage = ("def channel_stats(x):\n    print('channel_stats: passed')\n"
+               "    return torch.zeros(x.shape[1]), torch.ones(x.shape[1])\n")
+    checks_edited = copy.deepcopy(exercise)
+    for c in checks_edited.cells:
+        if c.get("id", "").startswith("check-"):
+            c.source = 'print("passed")'
+    other = _solution("03_running_stats_exercises")
+    relabelled = copy.deepcopy(other)
+    relabelled.metadata["coursekit"]["lesson"] = "02"
+    deleted = copy.deepcopy(solved)
+    deleted.cells = [c for c in deleted.cells if not c.get("id", "").startswith("answer-")]
+    unknown = copy.deepcopy(solved)
+    unknown.metadata["coursekit"]["lesson"] = "99"
+    return {
+        "solved": solved,
+        "untouched": exercise,
+        "checks_edited": checks_edited,
+        "allclose_patched": _with_answer("answer-channel_stats", (
+            "import numpy as np\nimport torch\n"
+            "torch.allclose = lambda *a, **k: True\ntorch.equal = lambda *a, **k: True\n"
+            "np.allclose = lambda *a, **k: True\nnp.testing.assert_allclose = lambda *a, **k: None\n" + garbage)),
+        "checks_module_patched": _with_answer("answer-channel_stats", (
+            "import sys\nmod = sys.modules['coursekit.checks']\n"
+            "for k in list(vars(mod)):\n    if k.startswith('check'):\n"
+            "        setattr(mod, k, lambda *a, **kw: print('passed'))\n" + garbage)),
+        "np_load_patched": _with_answer("answer-channel_stats", (
+            "import numpy as np\nnp.load = lambda *a, **k: {'x': np.zeros((2, 3))}\n" + garbage)),
+        "fake_report": _with_answer("answer-channel_stats", (
+            "import json, pathlib\nfor name in ('report.json', 'results.json', '../report.json', 'res0.json'):\n"
+            "    pathlib.Path(name).write_text(json.dumps({'ok': True, 'score': 2, 'max_score': 2}))\n"
+            "print('02.channel_stats pass 1/1')\n" + garbage)),
+        "loop_in_function": _with_answer(bnt, "def batch_norm_train(x, gamma, beta, eps=1e-5):\n    while True:\n        pass\n"),
+        "loop_at_top_level": _with_answer(bnt, "while True:\n    pass\n"),
+        "exit_in_cell": _with_answer(bnt, "import os\nos._exit(0)\n"),
+        "kill_in_function": _with_answer(bnt, (
+            "import os, signal\ndef batch_norm_train(x, gamma, beta, eps=1e-5):\n"
+            "    os.kill(os.getpid(), signal.SIGKILL)\n")),
+        "library_call": _with_answer(bnt, (
+            "def batch_norm_train(x, gamma, beta, eps=1e-5):\n"
+            "    return F.batch_norm(x, None, None, gamma, beta, training=True, eps=eps)\n")),
+        "answers_deleted": deleted,
+        "other_lesson": other,  # a lesson-03 notebook under lesson 02's file name
+        "other_lesson_relabelled": relabelled,  # ... claiming to be lesson 02
+        "unknown_lesson": unknown,
+    }
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    """Grade every attack (and the static truncated file): name -> NotebookResult; files untouched."""
+    root = tmp_path_factory.mktemp("submissions")
+    paths = {}
+    for name, nb in _attacks().items():
+        d = root / name
+        d.mkdir()
+        paths[name] = d / "02_bn_forward_exercises.ipynb"
+        nbformat.write(nb, paths[name])
+    paths["truncated"] = root / "truncated" / "02_bn_forward_exercises.ipynb"
+    paths["truncated"].parent.mkdir()
+    shutil.copy(FIXTURES / "truncated.ipynb", paths["truncated"])
+    before = {n: (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns) for n, p in paths.items()}
+    results = grade_paths(list(paths.values()), SOLUTIONS, timeout=TIMEOUT, jobs=2)
+    after = {n: (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns) for n, p in paths.items()}
+    assert before == after, "the grader wrote to a submission"
+    by_path = {r.notebook: r for r in results}
+    return {n: by_path[str(p)] for n, p in paths.items()}
+
+
+def _status(result):
+    return {t.id: t.status for t in result.tasks}
+
+
+def test_solved_notebook_scores_full_marks(graded):
+    r = graded["solved"]
+    assert (r.score, r.max_score) == (2, 2) and r.error is None, r.tasks
+
+
+def test_untouched_exercise_scores_zero(graded):
+    r = graded["untouched"]
+    assert r.score == 0 and r.max_score == 2 and r.error is None
+    assert set(_status(r).values()) == {"missing"}
+
+
+@pytest.mark.parametrize("attack", ["checks_edited", "allclose_patched", "checks_module_patched",
+                                    "np_load_patched", "fake_report", "answers_deleted"])
+def test_attacks_gain_nothing(graded, attack):
+    r = graded[attack]
+    assert r.error is None
+    # patching np.load breaks the probes of every task: the learner only hurts themselves
+    zero = ("checks_edited", "answers_deleted", "np_load_patched")
+    assert r.score == (0 if attack in zero else 1), r.tasks
+    assert _status(r)["02.channel_stats"] != "pass"
+
+
+@pytest.mark.parametrize("attack,status", [("loop_in_function", "timeout"), ("loop_at_top_level", "timeout"),
+                                           ("exit_in_cell", "error"), ("kill_in_function", "error"),
+                                           ("library_call", "fail")])
+def test_a_broken_task_costs_that_task_only(graded, attack, status):
+    r = graded[attack]
+    assert _status(r) == {"02.channel_stats": "pass", "02.batch_norm_train": status}, r.tasks
+    assert r.score == 1
+
+
+def test_library_call_is_named(graded):
+    msg = graded["library_call"].tasks[1].message
+    assert "batch_norm" in msg and "yourself" in msg
+
+
+def test_another_lessons_notebook_cannot_score_this_lesson(graded):
+    r = graded["other_lesson"]
+    assert r.lesson == "03" and not any(t.id.startswith("02.") for t in r.tasks)
+    r = graded["other_lesson_relabelled"]
+    assert r.lesson == "02" and r.score == 0 and set(_status(r).values()) == {"missing"}
+
+
+def test_unreadable_or_unknown_notebooks_are_not_graded(graded):
+    for name in ("truncated", "unknown_lesson"):
+        r = graded[name]
+        assert r.error and r.score == 0 and r.tasks == []
+    assert "not a readable notebook" in graded["truncated"].error
+    assert "99" in graded["unknown_lesson"].error
+
+
+def test_every_solution_scores_full_marks_and_every_exercise_zero(tmp_path):
+    stems = [ex.stem for ex in EXERCISES]
+    for stem in stems:
+        nbformat.write(build_notebook(_solution(stem)), tmp_path / f"{stem}.ipynb")
+    untouched = grade_paths([tmp_path], SOLUTIONS)  # nothing attempted: no kernel is started
+    assert [r.score for r in untouched] == [0] * len(stems)
+    solved = grade_paths([SOLUTIONS / f"{s}.ipynb" for s in stems if s != "02_bn_forward_exercises"],
+                         SOLUTIONS, jobs=2)
+    for r in solved:
+        assert r.score == r.max_score > 0, (r.notebook, r.tasks)
+
+
+def test_cli_json_classroom_and_exit_codes(tmp_path, capsys):
+    sub = tmp_path / "02_bn_forward_exercises.ipynb"
+    nbformat.write(build_notebook(_solved_02()), sub)
+    args = argparse.Namespace(submissions=[str(sub)], json=tmp_path / "out.json", jobs=1, timeout=30.0,
+                              total_timeout=300.0, classroom=str(tmp_path / "classroom.json"), solutions=SOLUTIONS)
+    assert grading.run(args) == 0
+    out = json.loads((tmp_path / "out.json").read_text())
+    assert {"notebook", "score", "max_score", "tasks"} <= set(out) and out["score"] == 0
+    assert set(out["tasks"][0]) >= {"id", "points", "max_points", "status", "message"}
+    cls = json.loads((tmp_path / "classroom.json").read_text())
+    assert cls["version"] == 1 and cls["status"] == "fail" and cls["max_score"] == 2
+    assert set(cls["tests"][0]) == {"name", "status", "score", "max_score", "message"}
+    assert "02.channel_stats" in capsys.readouterr().out
+    args.submissions = [str(sub), str(FIXTURES / "truncated.ipynb")]
+    args.json = args.classroom = None
+    assert grading.run(args) == 1  # one submission could not be graded
+    args.submissions = [str(tmp_path / "empty_dir_that_does_not_exist")]
+    assert grading.run(args) == 1
+    (tmp_path / "empty").mkdir()
+    args.submissions = [str(tmp_path / "empty")]
+    assert grading.run(args) == 2
+
+
+def test_forbidden_uses_scans_names_attributes_imports_and_strings():
+    assert forbidden_uses("y = F.batch_norm(x, None, None)", NORM_NAMES) == ["batch_norm"]
+    assert forbidden_uses("from torch.nn.functional import layer_norm", NORM_NAMES) == ["layer_norm"]
+    assert forbidden_uses("m = getattr(nn, 'BatchNorm2d')", NORM_NAMES) == ["BatchNorm2d"]
+    assert forbidden_uses("import coursekit.reference as R", frozenset()) == ["coursekit.reference"]
+    assert forbidden_uses("y = coursekit.reference.batch_norm", frozenset()) == ["coursekit.reference"]
+    assert forbidden_uses("%time y = x.mean()\ny = x.var()", NORM_NAMES) == []
+    assert forbidden_uses("def f(x):\n    return x.mean()", NORM_NAMES) == []
