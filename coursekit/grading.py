@@ -207,8 +207,19 @@ class _Kernel:
     def __init__(self, cwd: Path):
         self.cwd = cwd
         self.client = None
+        self.starts = 0
 
-    def start(self) -> None:
+    def start(self, attempts: int = 3) -> None:
+        """Start the kernel, retrying: a loaded machine occasionally loses a kernel at startup."""
+        for attempt in range(attempts):
+            try:
+                return self._start()
+            except Exception:
+                self.stop()
+                if attempt == attempts - 1:
+                    raise
+
+    def _start(self) -> None:
         import nbformat
         from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
         from jupyter_client.manager import AsyncKernelManager
@@ -219,11 +230,14 @@ class _Kernel:
                 return KernelSpec(argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
                                   display_name="coursekit grader", language="python")
 
-        km = AsyncKernelManager(kernel_name="coursekit-grader", kernel_spec_manager=_CurrentPython())
+        # IPC sockets in the grader's temporary directory: no TCP port to race other kernels for
+        self.starts += 1
+        km = AsyncKernelManager(kernel_name="coursekit-grader", kernel_spec_manager=_CurrentPython(),
+                                transport="ipc", ip=str(self.cwd.parent / f"kernel{self.starts}"))
         env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYDEVD_DISABLE_FILE_VALIDATION="1")
         self.client = NotebookClient(nbformat.v4.new_notebook(), km=km, allow_errors=True, startup_timeout=120,
                                      shutdown_kernel="immediate", record_timing=False)
-        # the kernel's stderr only carries launcher noise (e.g. its TCP transport warning)
+        # the learner's stderr noise (warnings, crash dumps) would garble the grader's report
         self.client.start_new_kernel(cwd=str(self.cwd), env=env, stderr=subprocess.DEVNULL)
         self.client.start_new_kernel_client()
 
