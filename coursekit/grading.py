@@ -286,7 +286,12 @@ def _instructor_notebook(exercise, solutions: Path):
     path = Path(solutions) / exercise.filename
     if not path.is_file():
         raise GradingError(f"no solution notebook {path} to grade lesson {exercise.lesson} against")
-    return build_notebook(read_notebook(path), str(path))
+    nb = read_notebook(path)
+    if "build" in nb.metadata.get("coursekit", {}):
+        # a pristine built exercise serves as well: the grader never uses the solution code itself,
+        # so GitHub Classroom can grade against a trusted copy of exercises/ without solutions
+        return nb
+    return build_notebook(nb, str(path))
 
 
 def _write_inputs(task_dir: Path, cases) -> None:
@@ -545,7 +550,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds per notebook (default 600)")
     parser.add_argument("--classroom", nargs="?", const="-", metavar="FILE",
                         help="write GitHub Classroom's autograding JSON to FILE (default: stdout)")
-    parser.add_argument("--solutions", type=Path, default=None, help="instructor solutions (default: <repo>/solutions)")
+    parser.add_argument("--solutions", type=Path, default=None, help="instructor solutions, or a trusted copy of the built exercises (default: <repo>/solutions)")
 
 
 def _emit(payload: dict | list, dest) -> None:

@@ -186,11 +186,15 @@ def test_every_solution_scores_full_marks_and_every_exercise_zero(tmp_path):
 def test_cli_json_classroom_and_exit_codes(tmp_path, capsys):
     sub = tmp_path / "02_bn_forward_exercises.ipynb"
     nbformat.write(build_notebook(_solved_02()), sub)
+    trusted = tmp_path / "trusted"  # a pristine built copy can stand in for solutions/ (Classroom)
+    trusted.mkdir()
+    shutil.copy(sub, trusted)
     args = argparse.Namespace(submissions=[str(sub)], json=tmp_path / "out.json", jobs=1, timeout=30.0,
-                              total_timeout=300.0, classroom=str(tmp_path / "classroom.json"), solutions=SOLUTIONS)
+                              total_timeout=300.0, classroom=str(tmp_path / "classroom.json"), solutions=trusted)
     assert grading.run(args) == 0
     out = json.loads((tmp_path / "out.json").read_text())
     assert {"notebook", "score", "max_score", "tasks"} <= set(out) and out["score"] == 0
+    assert {t["status"] for t in out["tasks"]} == {"missing"}
     assert set(out["tasks"][0]) >= {"id", "points", "max_points", "status", "message"}
     cls = json.loads((tmp_path / "classroom.json").read_text())
     assert cls["version"] == 1 and cls["status"] == "fail" and cls["max_score"] == 2
