@@ -279,10 +279,21 @@ _JS_KERNEL_READY = """(path) => {
   return k.connectionStatus === 'connected' && k.status === 'idle';
 }"""
 
+# The run-all promise can settle before the kernel has worked through its queue: JupyterLab sends
+# every execute_request at once, and a cell tagged raises-exception that fails makes the promise
+# settle early (seen: the model read while later cells were still queued looked "never executed").
+# So after it settles, one silent empty execute_request goes to the back of the kernel's queue; its
+# completion (reply and idle status) means every earlier request was handled and its output
+# received, because the kernel handles shell requests in order and publishes on one socket.
 _JS_START_RUN_ALL = """() => {
   window.__runAll = {done: false, result: null, error: null};
-  window.jupyterapp.commands.execute('notebook:run-all-cells').then(
-    r => { window.__runAll.done = true; window.__runAll.result = r; },
+  const panel = window.jupyterapp.shell.currentWidget;
+  window.jupyterapp.commands.execute('notebook:run-all-cells').then(r => {
+    window.__runAll.result = r;
+    const k = panel.sessionContext.session.kernel;
+    return k.requestExecute({code: '', silent: true, store_history: false, stop_on_error: false}).done;
+  }).then(
+    () => { window.__runAll.done = true; },
     e => { window.__runAll.done = true; window.__runAll.error = String(e); });
   return true;
 }"""

@@ -60,7 +60,10 @@ def _selftest_notebooks(root: Path) -> None:
                 "from IPython.display import display\n"
                 "display({'image/png': 'bm90IGEgcG5nIGF0IGFsbA=='}, raw=True)"
             ),
+            # JupyterLab's run-all promise settles at a failing tagged cell while later cells are
+            # still queued in the kernel: the wait must not stop there (the sleep makes that visible).
             new_code_cell("1 / 0", metadata={"tags": ["raises-exception"]}),
+            new_code_cell("import time\ntime.sleep(2)"),
             new_code_cell("print('reached the end')"),
         ],
         metadata=meta,
@@ -194,8 +197,9 @@ def test_checker_sees_rendered_figures_and_reports_a_broken_one(server, page):
     assert run.images[1] >= 1, "the matplotlib figure was not found as a rendered <img>"
     assert run.images[2] == 0
     problems = bs.run_problems(run, expect_figures=True)
-    # The tagged 1/0 is allowed and the last cell ran: the only problem is the corrupt figure.
+    # The tagged 1/0 is allowed and the cells queued after it ran: the only problem is the corrupt figure.
     assert len(problems) == 1 and problems[0].startswith("cell 2 "), problems
+    assert run.cells[-1]["outputs"][0]["text"] == "reached the end\n"
 
 
 def test_checker_reports_an_unlocked_check_cell(server, page):
