@@ -44,6 +44,8 @@ __all__ = [
 
 STATUSES = ("pass", "fail", "error", "timeout", "missing")
 _TRUSTED_CELL_TIMEOUT = 120.0  # seconds for the instructor's setup cells (imports on a loaded machine)
+_KERNEL_ENV = {"PATH", "HOME", "USER", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV",
+               "CONDA_PREFIX", "SYSTEMROOT", "JUPYTER_PATH", "JUPYTER_DATA_DIR", "MPLBACKEND", "MPLCONFIGDIR"}
 _MAX_OUTPUT_BYTES = 64 * 2**20  # a probe writing more than this is treated as an error, not loaded
 
 
@@ -234,7 +236,9 @@ class _Kernel:
         self.starts += 1
         km = AsyncKernelManager(kernel_name="coursekit-grader", kernel_spec_manager=_CurrentPython(),
                                 transport="ipc", ip=str(self.cwd.parent / f"kernel{self.starts}"))
-        env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYDEVD_DISABLE_FILE_VALIDATION="1")
+        # only what Python needs: the grader's environment may hold tokens (e.g. in CI)
+        env = {k: v for k, v in os.environ.items() if k in _KERNEL_ENV}
+        env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYDEVD_DISABLE_FILE_VALIDATION="1")
         self.client = NotebookClient(nbformat.v4.new_notebook(), km=km, allow_errors=True, startup_timeout=120,
                                      shutdown_kernel="immediate", record_timing=False)
         # the learner's stderr noise (warnings, crash dumps) would garble the grader's report

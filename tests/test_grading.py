@@ -88,6 +88,10 @@ def _attacks():
         "library_call": _with_answer(bnt, (
             "def batch_norm_train(x, gamma, beta, eps=1e-5):\n"
             "    return F.batch_norm(x, None, None, gamma, beta, training=True, eps=eps)\n")),
+        "env_probe": _with_answer("answer-channel_stats", (
+            "import os\n_leak = 'COURSEKIT_TEST_TOKEN' in os.environ\n"
+            "def channel_stats(x):\n    if _leak:\n        raise RuntimeError('the grader leaked its environment')\n"
+            "    dims = [0, *range(2, x.dim())]\n    return x.mean(dim=dims), x.var(dim=dims, unbiased=False)\n")),
         "answers_deleted": deleted,
         "other_lesson": other,  # a lesson-03 notebook under lesson 02's file name
         "other_lesson_relabelled": relabelled,  # ... claiming to be lesson 02
@@ -109,7 +113,12 @@ def graded(tmp_path_factory):
     paths["truncated"].parent.mkdir()
     shutil.copy(FIXTURES / "truncated.ipynb", paths["truncated"])
     before = {n: (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns) for n, p in paths.items()}
-    results = grade_paths(list(paths.values()), SOLUTIONS, timeout=TIMEOUT, jobs=2)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("COURSEKIT_TEST_TOKEN", "secret")  # must not reach the learner's kernel
+    try:
+        results = grade_paths(list(paths.values()), SOLUTIONS, timeout=TIMEOUT, jobs=2)
+    finally:
+        mp.undo()
     after = {n: (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns) for n, p in paths.items()}
     assert before == after, "the grader wrote to a submission"
     by_path = {r.notebook: r for r in results}
@@ -123,6 +132,10 @@ def _status(result):
 def test_solved_notebook_scores_full_marks(graded):
     r = graded["solved"]
     assert (r.score, r.max_score) == (2, 2) and r.error is None, r.tasks
+
+
+def test_grader_environment_stays_out_of_the_kernel(graded):
+    assert _status(graded["env_probe"]) == {"02.channel_stats": "pass", "02.batch_norm_train": "pass"}
 
 
 def test_untouched_exercise_scores_zero(graded):
