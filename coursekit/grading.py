@@ -7,9 +7,10 @@ broken file. The grader therefore
 1. reads the submission (never writes it) and keeps only its answer cells, matched by cell id
    (``answer-<name>``), and scans them for calls of the library function a task re-implements;
 2. rebuilds the instructor's notebook from ``solutions/`` with ``coursekit.build`` and puts the
-   learner's answers in place of the placeholders; check cells and any extra cells are dropped;
-3. runs the setup and answer cells in a fresh kernel (the current Python, ``OMP_NUM_THREADS=1``)
-   inside a temporary directory, with per-cell and total time limits;
+   learner's answers in place of the placeholders; check cells, the learner's extra cells and the
+   instructor's demo cells that call the learner's code are dropped;
+3. runs the setup and answer cells in a fresh kernel (the current Python, ``OMP_NUM_THREADS=1``,
+   a minimal environment) inside a temporary directory, with per-cell and total time limits;
 4. runs one probe cell per task (``coursekit.probes``): hidden inputs drawn from a seed the
    notebook never sees are written as ``.npz``; the learner's code returns plain arrays/JSON only,
    read with ``allow_pickle=False``; all comparison happens here, against PyTorch;
