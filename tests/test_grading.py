@@ -231,3 +231,11 @@ def test_forbidden_uses_scans_names_attributes_imports_and_strings():
     assert forbidden_uses("y = coursekit.reference.batch_norm", frozenset()) == ["coursekit.reference"]
     assert forbidden_uses("%time y = x.mean()\ny = x.var()", NORM_NAMES) == []
     assert forbidden_uses("def f(x):\n    return x.mean()", NORM_NAMES) == []
+
+
+def test_total_time_limit_times_out_the_remaining_tasks(tmp_path):
+    sub = tmp_path / "02_bn_forward_exercises.ipynb"
+    nbformat.write(_solved_02(), sub)
+    r = grading.grade_notebook(sub, SOLUTIONS, timeout=30, total_timeout=0.5)
+    assert r.error is None and r.score == 0
+    assert set(_status(r).values()) == {"timeout"}
