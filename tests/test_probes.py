@@ -317,3 +317,31 @@ def test_norm_tasks_forbid_the_library_functions():
         assert {"batch_norm", "BatchNorm2d", "layer_norm", "group_norm"} <= PROBES[name].forbidden
     assert "fusion" in PROBES["fold_conv_bn"].forbidden and "BatchNorm2d" not in PROBES["fold_model"].forbidden
     assert "BatchNorm2d" in NORM_NAMES
+
+
+class _Tripwire:
+    fired = False
+
+    def __reduce__(self):  # unpickling this object would flip the flag
+        return (_fire, ())
+
+
+def _fire():
+    _Tripwire.fired = True
+    return 0
+
+
+def test_pickled_outputs_are_never_loaded(tmp_path):
+    """A kernel that writes an object array (a pickle) gets a failure, and nothing is unpickled."""
+    import json
+
+    from coursekit.grading import _read_outputs, _write_inputs
+
+    probe = PROBES["channel_stats"]
+    cases = probe.make_cases(np.random.default_rng(0))[:1]
+    _write_inputs(tmp_path / "t", cases)
+    np.savez(tmp_path / "t" / "out0.npz", mean=np.array([_Tripwire()], dtype=object), var=np.zeros(3))
+    (tmp_path / "t" / "res0.json").write_text(json.dumps({"ok": True, "meta": {}}))
+    status, message = _read_outputs(tmp_path / "t", probe, cases)
+    assert status == "fail" and "allow_pickle" in message
+    assert not _Tripwire.fired
