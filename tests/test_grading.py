@@ -69,10 +69,12 @@ def _attacks():
             "import numpy as np\nimport torch\n"
             "torch.allclose = lambda *a, **k: True\ntorch.equal = lambda *a, **k: True\n"
             "np.allclose = lambda *a, **k: True\nnp.testing.assert_allclose = lambda *a, **k: None\n" + garbage)),
-        "checks_module_patched": _with_answer("answer-channel_stats", (
-            "import sys\nmod = sys.modules['coursekit.checks']\n"
-            "for k in list(vars(mod)):\n    if k.startswith('check'):\n"
-            "        setattr(mod, k, lambda *a, **kw: print('passed'))\n" + garbage)),
+        "coursekit_patched": _with_answer("answer-channel_stats", (
+            # every function of every loaded coursekit module (checks, reference maths) replaced
+            "import sys, importlib\nimportlib.import_module('coursekit.' + 'ref' + 'erence')\n"
+            "for name, mod in list(sys.modules.items()):\n    if name.startswith('coursekit'):\n"
+            "        for k, v in list(vars(mod).items()):\n            if callable(v) and not k.startswith('_'):\n"
+            "                setattr(mod, k, lambda *a, **kw: print('passed') or True)\n" + garbage)),
         "np_load_patched": _with_answer("answer-channel_stats", (
             "import numpy as np\nnp.load = lambda *a, **k: {'x': np.zeros((2, 3))}\n" + garbage)),
         "fake_report": _with_answer("answer-channel_stats", (
@@ -144,7 +146,7 @@ def test_untouched_exercise_scores_zero(graded):
     assert set(_status(r).values()) == {"missing"}
 
 
-@pytest.mark.parametrize("attack", ["checks_edited", "allclose_patched", "checks_module_patched",
+@pytest.mark.parametrize("attack", ["checks_edited", "allclose_patched", "coursekit_patched",
                                     "np_load_patched", "fake_report", "answers_deleted"])
 def test_attacks_gain_nothing(graded, attack):
     r = graded[attack]
