@@ -144,18 +144,20 @@ def _parse(source: str):
         return None
 
 
-def forbidden_uses(source: str, names: frozenset) -> list[str]:
+def forbidden_uses(source: str, names: frozenset, own: frozenset = frozenset()) -> list[str]:
     """Identifiers from ``names`` (and any use of ``coursekit``'s reference) that a cell mentions.
 
     Names, attributes, imported modules/names and string constants are scanned: a static check that
-    catches the honest shortcut (``F.batch_norm``), not determined obfuscation.
+    catches the honest shortcut (``F.batch_norm``), not determined obfuscation. Bare names in
+    ``own`` (functions the learner defined, e.g. their own ``layer_norm`` called from
+    ``group_norm``) are allowed.
     """
     tree = _parse(source)
     if tree is None:
         return []
     found: set[str] = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.Name) and node.id in names:
+        if isinstance(node, ast.Name) and node.id in names and node.id not in own:
             found.add(node.id)
         elif isinstance(node, ast.Attribute):
             if node.attr in names:
@@ -384,8 +386,10 @@ def grade_notebook(path, solutions="solutions", timeout: float = 60.0, total_tim
             settle(name, "missing", "not attempted (the answer cell is unchanged)")
         else:
             bad = []
-            for src in _with_helpers(answers, t.answer_cell):
-                bad += forbidden_uses(src, PROBES[name].forbidden)
+            sources = _with_helpers(answers, t.answer_cell)
+            own = frozenset().union(*(_names(src)[0] for src in sources))
+            for src in sources:
+                bad += forbidden_uses(src, PROBES[name].forbidden, own)
             if bad:
                 rejected.add(name)
                 settle(name, "fail", f"uses {', '.join(sorted(set(bad)))}: the task asks you to implement it yourself")

@@ -233,6 +233,11 @@ def test_forbidden_uses_scans_names_attributes_imports_and_strings():
     assert forbidden_uses("y = coursekit.reference.batch_norm", frozenset()) == ["coursekit.reference"]
     assert forbidden_uses("%time y = x.mean()\ny = x.var()", NORM_NAMES) == []
     assert forbidden_uses("def f(x):\n    return x.mean()", NORM_NAMES) == []
+    # calling one's own layer_norm from group_norm is fine; calling the library's is not
+    own = "def group_norm(x, g):\n    return layer_norm(x, x.shape[1:])"
+    assert forbidden_uses(own, NORM_NAMES, frozenset({"layer_norm", "group_norm"})) == []
+    assert forbidden_uses(own, NORM_NAMES) == ["layer_norm"]
+    assert forbidden_uses("y = F.layer_norm(x, (3,))", NORM_NAMES, frozenset({"layer_norm"})) == ["layer_norm"]
 
 
 def test_total_time_limit_times_out_the_remaining_tasks(tmp_path):
