@@ -37,7 +37,8 @@ TIMINGS: dict[str, dict[str, float]] = {}
 
 
 def _selftest_notebooks(root: Path) -> None:
-    """Notebooks the checker must judge: one broken, one with a good and a corrupt figure."""
+    """Notebooks the checker must judge: a broken one, one with a good and a corrupt figure, and an
+    exercise look-alike with one locked and one unlocked check cell."""
     meta = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
     broken = new_notebook(
         cells=[
@@ -134,9 +135,9 @@ def browser_context(server):
 def page(browser_context, server, request):
     pg = browser_context.new_page()
     yield pg
-    try:
+    try:  # the page as the test left it: after run-all and the figure checks, or where it got stuck
         SCREENSHOTS.mkdir(exist_ok=True)
-        pg.screenshot(path=str(SCREENSHOTS / f"browser_{_slug(request.node.name)}_final.png"))
+        pg.screenshot(path=str(SCREENSHOTS / f"browser_{_slug(request.node.name)}.png"))
     except Exception:  # a crashed page must not hide the test's own failure
         pass
     pg.close()
@@ -150,9 +151,7 @@ def _slug(name: str) -> str:
 
 def _run(page, server, path: str, **kwargs) -> bs.NotebookRun:
     t0 = time.monotonic()
-    run = bs.run_notebook(
-        page, server, path, workspace=_slug(path), screenshot=SCREENSHOTS / f"browser_{_slug(path)}.png", **kwargs
-    )
+    run = bs.run_notebook(page, server, path, workspace=_slug(path), **kwargs)
     TIMINGS[path] = {
         "open_s": round(run.seconds_open, 2),
         "run_all_s": round(run.seconds_run, 2),
