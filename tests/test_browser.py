@@ -191,7 +191,7 @@ def test_checker_reports_a_broken_notebook(server, page):
 
 def test_checker_sees_rendered_figures_and_reports_a_broken_one(server, page):
     """A matplotlib figure counts as an <img>; an image/png output that cannot be decoded does not."""
-    run = _run(page, server, "_selftest/figures.ipynb", figure_timeout_s=4.0)
+    run = _run(page, server, "_selftest/figures.ipynb", figure_timeout_s=2.0)
     assert run.figure_cells() == [1, 2], run.figure_cells()
     assert run.images[1] >= 1, "the matplotlib figure was not found as a rendered <img>"
     assert run.images[2] == 0
