@@ -26,7 +26,7 @@ def test_mlp_init():
     torch.manual_seed(0)
     net = mlp(hidden=200, depth=3, weight_std=0.1, bias_init=-0.2)
     hidden_weights = torch.cat([m.weight.flatten() for m in net if isinstance(m, nn.Linear)][1:-1])
-    assert abs(float(hidden_weights.std()) - 0.1) < 0.005  # std 0.1, not variance 0.1
+    assert abs(hidden_weights.std().item() - 0.1) < 0.005  # std 0.1, not variance 0.1
     assert all(torch.all(m.bias == -0.2) for m in net if isinstance(m, nn.Linear))
     default = mlp(hidden=200, depth=3)
     assert not all(torch.all(m.bias == -0.2) for m in default if isinstance(m, nn.Linear))
