@@ -1,7 +1,7 @@
 """coursekit grade: full marks for the solutions, zero for untouched exercises, and the attack suite.
 
 Attack submissions are generated here from the solution notebooks (so they stay in sync); only the
-truncated file is a static fixture. All submissions are graded once per module, two at a time.
+truncated file is a static fixture (stored as .txt so notebook tooling leaves it alone). All submissions are graded once per module, two at a time.
 """
 import argparse
 import copy
@@ -113,7 +113,7 @@ def graded(tmp_path_factory):
         nbformat.write(nb, paths[name])
     paths["truncated"] = root / "truncated" / "02_bn_forward_exercises.ipynb"
     paths["truncated"].parent.mkdir()
-    shutil.copy(FIXTURES / "truncated.ipynb", paths["truncated"])
+    shutil.copy(FIXTURES / "truncated.ipynb.txt", paths["truncated"])
     before = {n: (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns) for n, p in paths.items()}
     mp = pytest.MonkeyPatch()
     mp.setenv("COURSEKIT_TEST_TOKEN", "secret")  # must not reach the learner's kernel
@@ -215,7 +215,9 @@ def test_cli_json_classroom_and_exit_codes(tmp_path, capsys):
     assert cls["version"] == 1 and cls["status"] == "fail" and cls["max_score"] == 2
     assert set(cls["tests"][0]) == {"name", "status", "score", "max_score", "message"}
     assert "02.channel_stats" in capsys.readouterr().out
-    args.submissions = [str(sub), str(FIXTURES / "truncated.ipynb")]
+    truncated = tmp_path / "truncated.ipynb"
+    shutil.copy(FIXTURES / "truncated.ipynb.txt", truncated)
+    args.submissions = [str(sub), str(truncated)]
     args.json = args.classroom = None
     assert grading.run(args) == 1  # one submission could not be graded
     args.submissions = [str(tmp_path / "empty_dir_that_does_not_exist")]
