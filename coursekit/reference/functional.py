@@ -224,12 +224,20 @@ def group_norm(x: torch.Tensor, num_groups: int, weight: torch.Tensor | None = N
     return _affine(y, weight, bias, lambda t: _channel_view(t, x.dim()))
 
 
-def _normalized_dims(x: torch.Tensor, normalized_shape) -> tuple[int, ...]:
+def _trailing_dims(x: torch.Tensor, normalized_shape, eps: float, **params) -> tuple[int, ...]:
+    """Validate a layer_norm/rms_norm call; return the trailing dims to reduce over.
+
+    ``params`` are the optional per-element tensors (weight, bias), each of shape ``normalized_shape``.
+    """
+    check_input(x, 1, 99)
     shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
-    if not shape or tuple(x.shape[-len(shape):]) != shape or len(shape) > x.dim():
+    if not shape or len(shape) > x.dim() or tuple(x.shape[-len(shape):]) != shape:
         raise ValueError(f"expected input whose trailing dims are normalized_shape={shape} "
                          f"(got input of shape {tuple(x.shape)})")
-    return shape
+    for name, t in params.items():
+        check_per_channel(t, 0, name, shape)
+    check_eps(eps, True)
+    return tuple(range(x.dim() - len(shape), x.dim()))
 
 
 def layer_norm(x: torch.Tensor, normalized_shape: int | Sequence[int], weight: torch.Tensor | None = None,
@@ -251,12 +259,7 @@ def layer_norm(x: torch.Tensor, normalized_shape: int | Sequence[int], weight: t
         >>> torch.allclose(layer_norm(x, 10), torch.nn.functional.layer_norm(x, (10,)), atol=1e-6)
         True
     """
-    check_input(x, 1, 99)
-    shape = _normalized_dims(x, normalized_shape)
-    check_per_channel(weight, 0, "weight", shape)
-    check_per_channel(bias, 0, "bias", shape)
-    check_eps(eps, True)
-    dims = tuple(range(x.dim() - len(shape), x.dim()))
+    dims = _trailing_dims(x, normalized_shape, eps, weight=weight, bias=bias)
     mean = x.mean(dim=dims, keepdim=True)
     var = (x - mean).pow(2).mean(dim=dims, keepdim=True)
     return _affine((x - mean) / torch.sqrt(var + eps), weight, bias, lambda t: t)
@@ -275,12 +278,8 @@ def rms_norm(x: torch.Tensor, normalized_shape: int | Sequence[int], weight: tor
         >>> torch.allclose(rms_norm(x, 10), torch.nn.functional.rms_norm(x, (10,)), atol=1e-6)
         True
     """
-    check_input(x, 1, 99)
-    shape = _normalized_dims(x, normalized_shape)
-    check_per_channel(weight, 0, "weight", shape)
-    if eps is None:
+    if eps is None and isinstance(x, torch.Tensor) and x.is_floating_point():
         eps = torch.finfo(x.dtype).eps
-    check_eps(eps, True)
-    dims = tuple(range(x.dim() - len(shape), x.dim()))
+    dims = _trailing_dims(x, normalized_shape, eps, weight=weight)
     y = x * torch.rsqrt(x.pow(2).mean(dim=dims, keepdim=True) + eps)
     return y * weight if weight is not None else y
