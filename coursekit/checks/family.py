@@ -85,6 +85,18 @@ def check_layer_norm(layer_norm) -> CheckResult:
     return _run("layer_norm", cases)
 
 
+
+def _channel_affine_case(shape, dtype, weight: bool, bias: bool, eps):
+    """Input and optional per-channel affine of one instance/group-norm case, and the keyword
+    arguments the learner's function is called with (only those the case sets)."""
+    c = shape[1]
+    x = _x(shape, dtype)
+    w = torch.rand(c, dtype=dtype) + 0.5 if weight else None
+    b = torch.randn(c, dtype=dtype) if bias else None
+    e = 1e-5 if eps is None else eps
+    kwargs = {k: v for k, v, on in (("weight", w, weight), ("bias", b, bias), ("eps", eps, eps is not None)) if on}
+    return x, w, b, e, kwargs
+
 def check_instance_norm(instance_norm) -> CheckResult:
     """Check ``instance_norm(x, weight=None, bias=None, eps=1e-5)`` against ``F.instance_norm``.
 
@@ -108,12 +120,7 @@ def check_instance_norm(instance_norm) -> CheckResult:
             extra["eps"] = eps
 
         def body():
-            c = shape[1]
-            x = _x(shape, dtype)
-            w = torch.rand(c, dtype=dtype) + 0.5 if weight else None
-            b = torch.randn(c, dtype=dtype) if bias else None
-            e = 1e-5 if eps is None else eps
-            kwargs = {k: v for k, v, on in (("weight", w, weight), ("bias", b, bias), ("eps", eps, eps is not None)) if on}
+            x, w, b, e, kwargs = _channel_affine_case(shape, dtype, weight, bias, eps)
             with _Unchanged(x=x, weight=w, bias=b):
                 y = run(instance_norm, x, **kwargs)
             expected = F.instance_norm(x, weight=w, bias=b, eps=e)
@@ -169,12 +176,7 @@ def check_group_norm(group_norm) -> CheckResult:
             extra["eps"] = eps
 
         def body():
-            c = shape[1]
-            x = _x(shape, dtype)
-            w = torch.rand(c, dtype=dtype) + 0.5 if weight else None
-            b = torch.randn(c, dtype=dtype) if bias else None
-            e = 1e-5 if eps is None else eps
-            kwargs = {k: v for k, v, on in (("weight", w, weight), ("bias", b, bias), ("eps", eps, eps is not None)) if on}
+            x, w, b, e, kwargs = _channel_affine_case(shape, dtype, weight, bias, eps)
             with _Unchanged(x=x, weight=w, bias=b):
                 y = run(group_norm, x, groups, **kwargs)
             expected = F.group_norm(x, groups, w, b, e)
