@@ -405,9 +405,9 @@ def _scores(payload) -> list[tuple[float, float]]:
 
 def bench_grader(quick: bool) -> dict:
     try:
-        import coursekit.grading  # noqa: F401
+        import coursekit.grader  # noqa: F401
     except ImportError as exc:
-        raise NotAvailable(f"coursekit.grading: {exc}") from exc
+        raise NotAvailable(f"coursekit.grader: {exc}") from exc
     from coursekit.tasks import EXERCISES
 
     solution = next((REPO / "solutions" / ex.filename for ex in EXERCISES

@@ -14,7 +14,7 @@ __all__ = ["main"]
 _SUBCOMMANDS = {
     "doctor": ("coursekit.cli", "check the environment: versions, threads, Jupyter kernel"),
     "build": ("coursekit.build", "write exercises/ from solutions/ (--check: fail if out of date)"),
-    "grade": ("coursekit.grading", "grade submitted exercise notebooks"),
+    "grade": ("coursekit.grader.cli", "grade submitted exercise notebooks"),
 }
 
 

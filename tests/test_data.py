@@ -1,9 +1,9 @@
-"""Tests of coursekit.data: shapes, determinism, the generating law, stratification, errors."""
+"""Tests of coursekit.lab.data: shapes, determinism, the generating law, stratification, errors."""
 import numpy as np
 import pytest
 import torch
 
-from coursekit.data import Split, digits_data, quadratic_data
+from coursekit.lab.data import Split, digits_data, quadratic_data
 
 
 def test_quadratic_shapes_and_split_sizes():

@@ -1,4 +1,4 @@
-"""Tests of coursekit.distributed: cross-process statistics, ghost batches, the spawn helper."""
+"""Tests of coursekit.lab.distributed: cross-process statistics, ghost batches, the spawn helper."""
 from __future__ import annotations
 
 import tempfile
@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from torch import nn
 from torch.nn import functional as F
 
-from coursekit.distributed import (
+from coursekit.lab.distributed import (
     all_reduce_batch_stats, channel_sums, cross_process_bn_worker, ghost_batch_norm, run_distributed,
     stats_from_sums, sync_batch_norm,
 )

@@ -1,15 +1,15 @@
-"""coursekit.experiments: batch schedules, stacked training equal to one-by-one training, BN snapshots."""
+"""coursekit.lab.experiments: batch schedules, stacked training equal to one-by-one training, BN snapshots."""
 import copy
 
 import pytest
 import torch
 from torch import nn
 
-from coursekit.data import digits_data
-from coursekit.experiments import (
+from coursekit.lab.data import digits_data
+from coursekit.lab.experiments import (
     SweepResult, batch_schedule, batch_size_sweep, bn_changes, bn_state, fit_parallel, fit_steps,
 )
-from coursekit.training import small_cnn
+from coursekit.lab.training import small_cnn
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from coursekit.reference import BatchNorm
 from coursekit.reference.fold import (
     fold_conv_bn, fold_conv_bn_weights, fold_linear_bn, fold_linear_bn_weights, fold_model,
 )
-from coursekit.training import small_cnn
+from coursekit.lab.training import small_cnn
 
 TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
 CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}

@@ -13,10 +13,11 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from coursekit import grading
+from coursekit.grader import cli as grading_cli, grade as grading
 from coursekit.build import build_notebook
-from coursekit.grading import forbidden_uses, grade_paths
-from coursekit.probes import NORM_NAMES
+from coursekit.grader.grade import grade_paths
+from coursekit.grader.scan import forbidden_uses
+from coursekit.grader.probes import NORM_NAMES
 from coursekit.tasks import EXERCISES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -206,7 +207,7 @@ def test_cli_json_classroom_and_exit_codes(tmp_path, capsys):
     shutil.copy(sub, trusted)
     args = argparse.Namespace(submissions=[str(sub)], json=tmp_path / "out.json", jobs=1, timeout=30.0,
                               total_timeout=300.0, classroom=str(tmp_path / "classroom.json"), solutions=trusted)
-    assert grading.run(args) == 0
+    assert grading_cli.run(args) == 0
     out = json.loads((tmp_path / "out.json").read_text())
     assert {"notebook", "score", "max_score", "tasks"} <= set(out) and out["score"] == 0
     assert {t["status"] for t in out["tasks"]} == {"missing"}
@@ -219,12 +220,12 @@ def test_cli_json_classroom_and_exit_codes(tmp_path, capsys):
     shutil.copy(FIXTURES / "truncated.ipynb.txt", truncated)
     args.submissions = [str(sub), str(truncated)]
     args.json = args.classroom = None
-    assert grading.run(args) == 1  # one submission could not be graded
+    assert grading_cli.run(args) == 1  # one submission could not be graded
     args.submissions = [str(tmp_path / "empty_dir_that_does_not_exist")]
-    assert grading.run(args) == 1
+    assert grading_cli.run(args) == 1
     (tmp_path / "empty").mkdir()
     args.submissions = [str(tmp_path / "empty")]
-    assert grading.run(args) == 2
+    assert grading_cli.run(args) == 2
 
 
 def test_forbidden_uses_scans_names_attributes_imports_and_strings():

@@ -1,4 +1,4 @@
-"""Tests of coursekit.plots: figure contents (titles, highlighted patches, lines), not pixels."""
+"""Tests of coursekit.lab.plots: figure contents (titles, highlighted patches, lines), not pixels."""
 import matplotlib
 
 matplotlib.use("Agg")
@@ -9,7 +9,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from coursekit import plots  # noqa: E402
+from coursekit.lab import plots  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,4 @@
-"""coursekit.probes, without a kernel: every probe passes a correct answer and fails known-wrong ones.
+"""coursekit.grader.probes, without a kernel: every probe passes a correct answer and fails known-wrong ones.
 
 The probe body runs in this process (as it would in the learner's kernel) with the answer's names
 in its namespace; the comparison is the grader's. Each wrong answer is one the probe must catch.
@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from coursekit.probes import HARNESS, PROBES, close, NORM_NAMES
+from coursekit.grader.probes import HARNESS, PROBES, close, NORM_NAMES
 from coursekit.tasks import TASKS
 
 GIVEN_FORWARD = '''
@@ -258,7 +258,7 @@ WRONG = {
 
 def _run_probe(name, impl, tmp_path, seed=0):
     """Run a probe in-process with ``impl`` bound to the task's name; (status, message) as graded."""
-    from coursekit.grading import _read_outputs, _write_inputs
+    from coursekit.grader.grade import _read_outputs, _write_inputs
 
     probe = PROBES[name]
     cases = probe.make_cases(np.random.default_rng(seed))
@@ -335,7 +335,7 @@ def test_pickled_outputs_are_never_loaded(tmp_path):
     """A kernel that writes an object array (a pickle) gets a failure, and nothing is unpickled."""
     import json
 
-    from coursekit.grading import _read_outputs, _write_inputs
+    from coursekit.grader.grade import _read_outputs, _write_inputs
 
     probe = PROBES["channel_stats"]
     cases = probe.make_cases(np.random.default_rng(0))[:1]

@@ -1,11 +1,11 @@
-"""Tests of coursekit.training: model builders, the training loop, metrics, layer_outputs."""
+"""Tests of coursekit.lab.training: model builders, the training loop, metrics, layer_outputs."""
 import copy
 
 import pytest
 import torch
 from torch import nn
 
-from coursekit.training import History, accuracy, fit, layer_outputs, mlp, mse, small_cnn
+from coursekit.lab.training import History, accuracy, fit, layer_outputs, mlp, mse, small_cnn
 
 
 def _count(model, cls):

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from coursekit.training import accuracy, small_cnn
+from coursekit.lab.training import accuracy, small_cnn
 
 __all__ = [
     "batch_schedule", "fit_steps", "fit_parallel", "SweepResult", "batch_size_sweep",
@@ -90,7 +90,7 @@ def fit_steps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size:
               lr: float = 1e-2, seed: int = 0, optimizer: str = "adam") -> nn.Module:
     """Train ``model`` in place with Adam and cross-entropy for exactly ``steps`` mini-batches.
 
-    Introduced in lesson 06. Unlike ``coursekit.training.fit`` (a number of *epochs*), the budget is
+    Introduced in lesson 06. Unlike ``coursekit.lab.training.fit`` (a number of *epochs*), the budget is
     a number of optimizer *steps*, so runs with different batch sizes cost about the same. The
     batches are ``batch_schedule(len(x), batch_size, steps, seed)``. The model is left in train mode.
 
@@ -104,8 +104,8 @@ def fit_steps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size:
 
     Example::
 
-        >>> from coursekit.data import digits_data
-        >>> from coursekit.training import small_cnn
+        >>> from coursekit.lab.data import digits_data
+        >>> from coursekit.lab.training import small_cnn
         >>> d = digits_data()
         >>> model = fit_steps(small_cnn("bn", channels=8), d.x_train, d.y_train, batch_size=32, steps=5)
     """
@@ -135,7 +135,7 @@ def _layout(model: nn.Module) -> tuple[list[nn.Module], str]:
             return layers, norm
     if kinds == base:
         return layers, "none"
-    raise ValueError("expected models built by coursekit.training.small_cnn "
+    raise ValueError("expected models built by coursekit.lab.training.small_cnn "
                      f"(got a {type(model).__name__} with layers {[k.__name__ for k in kinds]})")
 
 
@@ -226,7 +226,7 @@ def fit_parallel(models: Sequence[nn.Module], x: torch.Tensor, y: torch.Tensor, 
     ``num_batches_tracked`` are copied back. Results equal ``fit_steps`` up to float rounding.
 
     Args:
-        models: models built by ``coursekit.training.small_cnn`` with the same arguments, input
+        models: models built by ``coursekit.lab.training.small_cnn`` with the same arguments, input
             1 x H x W.
         x, y: training images (N, 1, H, W) and integer labels (N,).
         batch_size, steps, lr: as in ``fit_steps``. Default lr: 1e-2.
@@ -237,7 +237,7 @@ def fit_parallel(models: Sequence[nn.Module], x: torch.Tensor, y: torch.Tensor, 
 
     Example::
 
-        >>> from coursekit.data import digits_data
+        >>> from coursekit.lab.data import digits_data
         >>> d = digits_data()
         >>> models = [small_cnn("gn", channels=8) for _ in range(3)]
         >>> _ = fit_parallel(models, d.x_train, d.y_train, batch_size=4, steps=5)
@@ -311,7 +311,7 @@ def batch_size_sweep(data, *, norms: Sequence[str] = ("bn", "gn"),
     batches from that seed (``fit_parallel``); it is then evaluated in eval mode on the test split.
 
     Args:
-        data: a ``coursekit.data.Split`` of (N, 1, H, W) images, e.g. ``digits_data()``.
+        data: a ``coursekit.lab.data.Split`` of (N, 1, H, W) images, e.g. ``digits_data()``.
         norms: subset of ``("bn", "gn")``. Default: both.
         batch_sizes: training batch sizes. Default: (2, 4, 8, 16, 32).
         seeds: one run per seed. Default: (0, 1, 2).
@@ -322,7 +322,7 @@ def batch_size_sweep(data, *, norms: Sequence[str] = ("bn", "gn"),
 
     Example::
 
-        >>> from coursekit.data import digits_data
+        >>> from coursekit.lab.data import digits_data
         >>> r = batch_size_sweep(digits_data(), batch_sizes=(4, 32), seeds=(0,), steps=5)
         >>> sorted(r.accuracy["bn"])
         [4, 32]

@@ -14,7 +14,7 @@ Nothing the learner's kernel produces is unpickled: outputs are read with
 ``np.load(allow_pickle=False)`` and ``json.load``. ``forbidden`` lists identifiers an answer may
 not use (the library function the task re-implements); the grader scans answer cells for them.
 
-Used by ``coursekit.grading``; see the README's "Exercises and grading" section.
+Used by ``coursekit.grader.grade``; see the README's "Exercises and grading" section.
 """
 from __future__ import annotations
 

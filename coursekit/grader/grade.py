@@ -1,0 +1,248 @@
+"""``coursekit grade``: score submitted exercise notebooks without trusting them.
+
+Threat model (the course design's): a submission may edit check cells, monkeypatch coursekit or
+torch, print fake "passed" text, write fake report files, loop forever, kill its kernel, or be a
+broken file. The grader therefore
+
+1. reads the submission (never writes it) and keeps only its answer cells, matched by cell id
+   (``answer-<name>``), and scans them for calls of the library function a task re-implements;
+2. rebuilds the instructor's notebook from ``solutions/`` with ``coursekit.build`` and puts the
+   learner's answers in place of the placeholders; check cells, the learner's extra cells and the
+   instructor's demo cells that call the learner's code are dropped;
+3. runs the setup and answer cells in a fresh kernel (the current Python, ``OMP_NUM_THREADS=1``,
+   a minimal environment) inside a temporary directory, with per-cell and total time limits;
+4. runs one probe cell per task (``coursekit.grader.probes``): hidden inputs drawn from a seed the
+   notebook never sees are written as ``.npz``; the learner's code returns plain arrays/JSON only,
+   read with ``allow_pickle=False``; all comparison happens here, against PyTorch;
+5. scores each task independently: a timeout or a dead kernel costs that task only (the kernel is
+   restarted and the setup and surviving answers are replayed before the next probe).
+
+Grader side (trusted); the only code that runs in the learner's kernel is what this module sends
+there as cell source.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import secrets
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from coursekit.grader.intake import answer_sources, expand, identify_exercise, instructor_notebook, read_submission
+from coursekit.grader.kernel import Kernel
+from coursekit.grader.results import GradingError, NotebookResult, TaskResult
+from coursekit.grader.scan import defined_and_used, forbidden_uses, parse, with_helpers
+
+__all__ = ["grade_notebook", "grade_paths"]
+
+_TRUSTED_CELL_TIMEOUT = 120.0  # seconds for the instructor's setup cells (imports on a loaded machine)
+_MAX_OUTPUT_BYTES = 64 * 2**20  # a probe writing more than this is treated as an error, not loaded
+
+
+def _write_inputs(task_dir: Path, cases) -> None:
+    import numpy as np
+
+    task_dir.mkdir(parents=True)
+    with open(task_dir / "cases.json", "w") as f:
+        json.dump([params for params, _ in cases], f)
+    for i, (_, arrays) in enumerate(cases):
+        np.savez(task_dir / f"in{i}.npz", **arrays)
+
+
+def _read_outputs(task_dir: Path, probe, cases) -> tuple[str, str]:
+    """Compare the probe's plain outputs with the grader's own computation: (status, message)."""
+    import numpy as np
+
+    for i, (params, arrays) in enumerate(cases):
+        res_path, out_path = task_dir / f"res{i}.json", task_dir / f"out{i}.npz"
+        try:
+            if res_path.stat().st_size > 1_000_000:
+                return "error", "the probe result is too large"
+            res = json.loads(res_path.read_text())
+        except (OSError, ValueError):
+            return "error", f"case {i + 1}: no result (the code under test did not return)"
+        if not isinstance(res, dict) or not res.get("ok"):
+            err = res.get("error", "unknown error") if isinstance(res, dict) else "malformed result"
+            return "error", f"case {i + 1}: {err}"
+        try:
+            if out_path.stat().st_size > _MAX_OUTPUT_BYTES:
+                return "error", f"case {i + 1}: output too large"
+            with np.load(out_path, allow_pickle=False) as z:
+                out = {k: z[k] for k in z.files}
+            msg = probe.compare(params, arrays, out, res.get("meta") or {})
+        except KeyError as exc:
+            return "fail", f"case {i + 1}: missing output {exc}"
+        except Exception as exc:
+            return "fail", f"case {i + 1}: unusable output ({type(exc).__name__}: {str(exc)[:200]})"
+        if msg:
+            desc = ", ".join(f"{k} {tuple(v.shape)}" for k, v in arrays.items() if k in ("x", "feature"))
+            return "fail", f"case {i + 1}{' (' + desc + ')' if desc else ''}: {msg}"
+    return "pass", ""
+
+
+def grade_notebook(path, solutions="solutions", timeout: float = 60.0, total_timeout: float = 600.0,
+                   seed: int | None = None) -> NotebookResult:
+    """Grade one submission (see the module docstring). Never modifies ``path``.
+
+    Args:
+        path: the submitted ``.ipynb``.
+        solutions: directory of the instructor's solution notebooks. Default: ``"solutions"``.
+        timeout: seconds allowed per cell (setup, each answer, each probe). Default: 60.
+        total_timeout: seconds allowed for the whole notebook. Default: 600.
+        seed: seed of the hidden inputs; ``None`` draws a fresh one with ``secrets``. Default: None.
+
+    Returns:
+        a ``NotebookResult``; if the file cannot be graded, one with ``error`` set and score 0.
+    """
+    import numpy as np
+
+    from coursekit.grader.probes import HARNESS, PROBES
+
+    path = Path(path)
+    t0 = time.monotonic()
+    try:
+        nb = read_submission(path)
+        exercise = identify_exercise(nb, path)
+        instructor = instructor_notebook(exercise, Path(solutions))
+    except GradingError as exc:
+        return NotebookResult(str(path), 0, 0, error=str(exc))
+    tasks = {t.name: t for t in exercise.tasks}
+    results: dict[str, TaskResult] = {}
+
+    def settle(name: str, status: str, message: str = "") -> None:
+        if name not in results:
+            t = tasks[name]
+            results[name] = TaskResult(t.id, t.points if status == "pass" else 0, t.points, status, message)
+
+    answers = answer_sources(nb)
+    rejected: set[str] = set()  # failed the static scan
+    placeholders = {c.id: c.source for c in instructor.cells if c.get("id", "").startswith("answer-")}
+    for name, t in tasks.items():
+        if t.answer_cell not in answers:
+            settle(name, "missing", f"answer cell {t.answer_cell} not found")
+        elif answers[t.answer_cell].strip() == placeholders.get(t.answer_cell, "").strip():
+            settle(name, "missing", "not attempted (the answer cell is unchanged)")
+        else:
+            bad = []
+            sources = with_helpers(answers, t.answer_cell)
+            own = frozenset().union(*(defined_and_used(src)[0] for src in sources))
+            for src in sources:
+                bad += forbidden_uses(src, PROBES[name].forbidden, own)
+            if bad:
+                rejected.add(name)
+                settle(name, "fail", f"uses {', '.join(sorted(set(bad)))}: the task asks you to implement it yourself")
+
+    # The cells the kernel runs: the instructor's, minus checks, with the learner's answers in place.
+    cells: list[tuple[str | None, str]] = []  # (task name or None, source)
+    given = {c.get("id"): c.source for c in instructor.cells}
+    for c in instructor.cells:
+        cid = c.get("id", "")
+        if c.cell_type != "code" or cid.startswith("check-"):
+            continue
+        if cid.startswith("answer-"):
+            name = cid[len("answer-"):]
+            # rejected answers still run: another task's answer may call them
+            if name in tasks and (name not in results or name in rejected):
+                cells.append((name, answers[cid]))
+            continue
+        tree = parse(c.source)
+        if tree is not None and {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} & set(tasks):
+            continue  # an instructor's demo of the learner's code: untrusted in effect, and not graded
+        cells.append((None, c.source))
+
+    deadline = t0 + total_timeout
+    rng = np.random.default_rng(secrets.randbits(128) if seed is None else seed)
+    work = Path(tempfile.mkdtemp(prefix="coursekit-grade-"))
+    probe_root = work / secrets.token_hex(8)  # outside the kernel's cwd, under an unguessable name
+    cwd = work / "cwd"
+    cwd.mkdir()
+    kernel = Kernel(cwd)
+    replay: list[tuple[str | None, str]] = []  # cells that ran to completion (ok or error), to replay after a restart
+    answer_errors: dict[str, str] = {}
+
+    def restart() -> None:
+        kernel.stop()
+        kernel.start()
+        for name, src in replay:
+            limit = timeout if name else max(timeout, _TRUSTED_CELL_TIMEOUT)
+            if kernel.run(src, max(1.0, min(limit, deadline - time.monotonic())))[0] in ("timeout", "dead"):
+                break
+
+    try:
+        if all(name in results for name in tasks):  # nothing to run: skip the kernel altogether
+            cells = []
+        else:
+            kernel.start()
+        for name, src in cells:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            # the instructor's own cells (setup, given code) are trusted: --timeout limits the learner's
+            limit = timeout if name else max(timeout, _TRUSTED_CELL_TIMEOUT)
+            status, msg = kernel.run(src, min(limit, remaining))
+            if status in ("ok", "error"):
+                replay.append((name, src))
+                if status == "error" and name:
+                    answer_errors[name] = msg
+            elif name:
+                settle(name, "timeout" if status == "timeout" else "error", f"answer cell: {msg}")
+                restart()
+            else:
+                restart()
+        for name in tasks:
+            if name in results:
+                continue
+            probe = PROBES[name]
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                settle(name, "timeout", f"total time limit of {total_timeout:g} s reached before this task ran")
+                continue
+            task_dir = probe_root / name
+            cases = probe.make_cases(rng)
+            _write_inputs(task_dir, cases)
+            prelude = f"_COURSEKIT_GIVEN = {given.get('given-batch_norm_forward', '')!r}\n" if "_COURSEKIT_GIVEN" in probe.body else ""
+            source = HARNESS + prelude + probe.body + f"\n_coursekit_probe({str(task_dir)!r}, _coursekit_body)\n"
+            status, msg = kernel.run(source, min(timeout, remaining))
+            if status in ("timeout", "dead"):
+                settle(name, "timeout" if status == "timeout" else "error", msg)
+                restart()
+                continue
+            st, message = _read_outputs(task_dir, probe, cases)
+            if st == "error" and name in answer_errors:
+                message = f"the answer cell raised {answer_errors[name]}"
+            settle(name, st, message)
+    finally:
+        kernel.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    for name in tasks:
+        settle(name, "timeout", "total time limit reached")
+    ordered = [results[n] for n in tasks]
+    return NotebookResult(str(path), sum(r.points for r in ordered), sum(r.max_points for r in ordered), ordered,
+                          lesson=exercise.lesson, seconds=round(time.monotonic() - t0, 2))
+
+
+
+def _grade_one(args) -> NotebookResult:
+    path, solutions, timeout, total = args
+    try:
+        return grade_notebook(path, solutions, timeout, total)
+    except Exception as exc:  # a grader bug must not take the other submissions down
+        return NotebookResult(str(path), 0, 0, error=f"internal grader error: {type(exc).__name__}: {exc}")
+
+
+def grade_paths(paths, solutions="solutions", timeout: float = 60.0, total_timeout: float = 600.0,
+                jobs: int = 1) -> list[NotebookResult]:
+    """Grade files and directories (every ``.ipynb`` below a directory), ``jobs`` at a time."""
+    files = expand(paths)
+    work = [(str(f), str(solutions), timeout, total_timeout) for f in files]
+    if jobs <= 1 or len(work) <= 1:
+        return [_grade_one(w) for w in work]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # spawn: the workers start clean instead of inheriting a forked copy of torch's thread pools
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(_grade_one, work))
+

@@ -1,0 +1,42 @@
+"""What grading produces: one ``TaskResult`` per task, one ``NotebookResult`` per submission.
+
+Grader side (trusted). Every report format (``coursekit.grader.reports``) reads only these.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+__all__ = ["STATUSES", "GradingError", "TaskResult", "NotebookResult"]
+
+STATUSES = ("pass", "fail", "error", "timeout", "missing")
+
+
+class GradingError(Exception):
+    """The submission could not be graded at all (unreadable, or not one of the course's exercises)."""
+
+
+@dataclass
+class TaskResult:
+    id: str
+    points: int
+    max_points: int
+    status: str
+    message: str = ""
+
+
+@dataclass
+class NotebookResult:
+    notebook: str
+    score: int
+    max_score: int
+    tasks: list[TaskResult] = field(default_factory=list)
+    lesson: str | None = None
+    error: str | None = None  # set when the submission could not be graded
+    seconds: float = 0.0
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        if d["error"] is None:
+            del d["error"]
+        return d
+
