@@ -89,3 +89,29 @@ def test_digits_is_seeded(digits):
 def test_digits_errors():
     with pytest.raises(ValueError, match="test_fraction"):
         digits_data(test_fraction=1.5)
+
+
+def test_standardize_uses_training_statistics_only():
+    """Train split gets mean 0 / std 1 per column; the test split is mapped with the *train* stats."""
+    from coursekit.lab.data import standardize
+
+    d = quadratic_data(n=500, seed=4, dtype=torch.float64)
+    s = standardize(d)
+    for t in (s.x_train, s.y_train):
+        assert torch.allclose(t.mean(0), torch.zeros(1, dtype=t.dtype), atol=1e-12)
+        assert torch.allclose(t.std(0, unbiased=False), torch.ones(1, dtype=t.dtype), atol=1e-12)
+    mx, sx = d.x_train.mean(0), d.x_train.std(0, unbiased=False)
+    assert torch.allclose(s.x_test, (d.x_test - mx) / sx)
+    # standardizing the test split with its own statistics (a leak) gives different values
+    assert not torch.allclose(s.x_test, (d.x_test - d.x_test.mean(0)) / d.x_test.std(0, unbiased=False))
+    assert torch.equal(d.x_train, quadratic_data(n=500, seed=4, dtype=torch.float64).x_train)  # input untouched
+
+
+def test_standardize_errors():
+    from coursekit.lab.data import standardize
+
+    with pytest.raises(ValueError, match="expected a Split"):
+        standardize((torch.zeros(3, 1),) * 4)
+    bad = Split(torch.zeros(3), torch.zeros(3), torch.zeros(2), torch.zeros(2))
+    with pytest.raises(ValueError, match="expected 2D"):
+        standardize(bad)

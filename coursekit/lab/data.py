@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["Split", "quadratic_data", "digits_data"]
+__all__ = ["Split", "quadratic_data", "standardize", "digits_data"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,35 @@ def quadratic_data(n: int = 2000, low: float = -7.0, high: float = 10.0, noise: 
     n_test = max(1, int(round(n * test_fraction)))
     x, y = x.to(dtype), y.to(dtype)
     return Split(x[n_test:], y[n_test:], x[:n_test], y[:n_test])
+
+
+def standardize(split: Split, eps: float = 1e-12) -> Split:
+    """Standardize inputs and targets with the **training** set's mean and std (per column).
+
+    Introduced in lesson 01 (why normalize): normalizing a network's inputs (and, for regression,
+    its targets) is the preprocessing step BatchNorm extends to the hidden layers. The test split
+    is transformed with the training statistics, so nothing is learned from it. The std is the
+    population std (``unbiased=False``); ``eps`` guards a constant column.
+
+    Shape:
+        the same as ``split``; every tensor is ``(n_split, features)``.
+
+    Example::
+
+        >>> s = standardize(quadratic_data(seed=0))
+        >>> round(float(s.y_train.mean()), 4), round(float(s.y_train.std(unbiased=False)), 4)
+        (0.0, 1.0)
+    """
+    if not isinstance(split, Split):
+        raise ValueError(f"expected a Split (got {type(split).__name__})")
+    if split.x_train.dim() != 2 or split.y_train.dim() != 2:
+        raise ValueError(f"expected 2D (n, features) tensors (got x {split.x_train.dim()}D, y {split.y_train.dim()}D)")
+
+    def stats(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return t.mean(dim=0, keepdim=True), t.std(dim=0, unbiased=False, keepdim=True).clamp_min(eps)
+
+    (mx, sx), (my, sy) = stats(split.x_train), stats(split.y_train)
+    return Split((split.x_train - mx) / sx, (split.y_train - my) / sy, (split.x_test - mx) / sx, (split.y_test - my) / sy)
 
 
 def digits_data(test_fraction: float = 0.25, seed: int = 0, dtype: torch.dtype = torch.float32) -> Split:
