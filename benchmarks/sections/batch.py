@@ -1,0 +1,130 @@
+"""h. Batch throughput: seconds per submission for ``coursekit grade --jobs 2`` on 10 mixed submissions
+(lessons 02 and 03: solved, untouched, one wrong answer), ``--json`` only vs every instructor output
+(``--csv``, ``--gradescope``, ``--feedback``, ``--classroom[-base64]`` where available), interleaved; compared
+with the 1.97 s/submission measured before and, as external figures, nbgrader and otter-grader."""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from benchmarks.common import iqr, median, ratios, yes
+from benchmarks.grading import grade_options, run_grade
+from benchmarks.submissions import mixed_batch
+
+KEY, NAME = "h", "batch"
+TITLE = "h. Batch throughput (10 mixed submissions, `--jobs 2`)"
+JOBS = 2
+# Instructor outputs: option -> what it writes (a file, or a folder of one file per learner).
+OUTPUTS = {"--csv": "grades.csv", "--gradescope": "results.json", "--feedback": "feedback/",
+           "--classroom": "classroom.json", "--classroom-base64": "classroom.b64"}
+OUTPUTS_TOLERANCE = 1.10  # "the new outputs do not make it slower", within the noise of a shared CPU
+BEFORE_S = 1.97  # coursekit --jobs 2, s/submission, before the sandbox and the new outputs (issue 12)
+# Measured by instructors on the same lesson-02 assignment (batch of 10, this machine), not re-run here.
+EXTERNAL = {
+    "source": "/work/shared/TOOLING_NOTES.md (issue 12), lesson-02 batch of 10, not re-measured here",
+    "coursekit_before_s_per_submission": BEFORE_S,
+    "nbgrader_0.9.6_autograde_s_per_submission": 3.75,
+    "otter_grader_7.0.0_run_no_container_s_per_submission": 5.0,
+}
+
+
+def _output_args(options: frozenset[str], out: Path) -> list[str]:
+    """Arguments writing every available instructor output into ``out``."""
+    args = []
+    for opt, target in OUTPUTS.items():
+        if opt in options:
+            args += [opt, str(out / target.rstrip("/"))]
+    return args
+
+
+def _written(out: Path) -> dict[str, bool]:
+    """Which outputs exist and are non-empty after a run (existence only; formats are tested in tests/)."""
+    done = {}
+    for opt, target in OUTPUTS.items():
+        p = out / target.rstrip("/")
+        done[opt] = any(p.iterdir()) if p.is_dir() else p.is_file() and p.stat().st_size > 0
+    return done
+
+
+def _by_learner(payload) -> dict[str, list]:
+    items = payload if isinstance(payload, list) else [payload]
+    return {Path(r.get("notebook", "")).parent.name: [r.get("score"), r.get("max_score")] for r in items}
+
+
+def run(quick: bool) -> dict:
+    options = grade_options()
+    repeats = 1 if quick else 3
+    times = {"json": [], "all": []}
+    missing = [o for o in OUTPUTS if o not in options]
+    got, written = {}, {}
+    with tempfile.TemporaryDirectory(prefix="coursekit-bench-batch-") as tmp:
+        subs = mixed_batch(Path(tmp) / "submissions")
+        root = Path(tmp) / "submissions"
+        for r in range(repeats):
+            for variant in (("json", "all") if r % 2 == 0 else ("all", "json")):
+                out = Path(tmp) / f"out-{variant}-{r}"
+                out.mkdir()
+                extra = _output_args(options, out) if variant == "all" else []
+                dt, payload = run_grade([root], jobs=JOBS, extra=extra)
+                times[variant].append(dt / len(subs))
+                got[variant] = _by_learner(payload)
+                if variant == "all":
+                    written = {k: v for k, v in _written(out).items() if k not in missing}
+    kinds = {s["learner"]: s["kind"] for s in subs}
+    scored = got["json"]
+    full = {k: v[0] == v[1] for k, v in scored.items()}
+    as_expected = len(scored) == len(subs) and all(full.get(k) == (kind == "solved") for k, kind in kinds.items())
+    per_sub = median(times["json"])
+    r = ratios(times["all"], times["json"])
+    return {
+        "submissions": len(subs),
+        "mix": {kind: sum(1 for s in subs if s["kind"] == kind) for kind in ("solved", "untouched", "wrong")},
+        "lessons": sorted({s["lesson"] for s in subs}),
+        "jobs": JOBS,
+        "repeats": repeats,
+        "sandbox": "grader default (--sandbox not passed)" if "--sandbox" in options else "no --sandbox option",
+        "json_only_s_per_submission": round(per_sub, 2),
+        "all_outputs_s_per_submission": round(median(times["all"]), 2),
+        "all_outputs_options": [o for o in OUTPUTS if o not in missing],
+        "outputs_not_available": missing,
+        "outputs_written": written,
+        "ratio_all_over_json": round(median(r), 3),
+        "ratio_iqr": iqr(r),
+        "scores": {k: scored.get(k) for k in kinds},
+        "kinds": kinds,
+        "scores_as_expected": as_expected,  # solved: full marks; untouched and wrong: less
+        "same_scores_with_all_outputs": got["json"] == got["all"],
+        "external": EXTERNAL,
+        "ratio_vs_before": round(per_sub / BEFORE_S, 2),
+        "target_outputs_not_slower": f"all outputs <= {OUTPUTS_TOLERANCE} x --json only",
+        "target_outputs_not_slower_met": median(r) <= OUTPUTS_TOLERANCE,
+        "not_slower_than_before_met": per_sub <= BEFORE_S * OUTPUTS_TOLERANCE,
+    }
+
+
+def render(sec: dict) -> list[str]:
+    ext = sec["external"]
+    mix = ", ".join(f"{n} {k}" for k, n in sec["mix"].items())
+    out = [
+        f"{sec['submissions']} submissions (lessons {', '.join(sec['lessons'])}: {mix}), one folder per learner, "
+        f"`--jobs {sec['jobs']}`, whole command timed; isolation: {sec['sandbox']}.", "",
+        "| outputs | s / submission (median) |", "|---|---|",
+        f"| `--json` only | {sec['json_only_s_per_submission']} |",
+        f"| `--json` {' '.join(f'`{o}`' for o in sec['all_outputs_options'])} | {sec['all_outputs_s_per_submission']} |",
+        "",
+        f"- New outputs do not make it slower ({sec['target_outputs_not_slower']}): "
+        f"{yes(sec['target_outputs_not_slower_met'])} (ratio {sec['ratio_all_over_json']}, IQR "
+        f"{sec['ratio_iqr'][0]}–{sec['ratio_iqr'][1]}, {sec['repeats']} interleaved repeat(s)).",
+        f"- Outputs not available yet: {', '.join(sec['outputs_not_available']) or 'none'}; written (non-empty) in the "
+        f"last run: {', '.join(k for k, v in sec['outputs_written'].items() if v) or 'none'}.",
+        f"- Scores as expected (solved full, untouched and wrong below full): {sec['scores_as_expected']}; "
+        f"same scores with all outputs: {sec['same_scores_with_all_outputs']}.",
+        f"- Against before: {sec['json_only_s_per_submission']} vs {ext['coursekit_before_s_per_submission']} "
+        f"s/submission (ratio {sec['ratio_vs_before']}; within {OUTPUTS_TOLERANCE}×: "
+        f"{yes(sec['not_slower_than_before_met'])}). Not interleaved with this run, and the earlier batch was "
+        "lesson 02 only: an indication, not a side-by-side ratio.",
+        f"- External, for scale (not re-measured; {ext['source']}): nbgrader 0.9.6 `autograde` "
+        f"{ext['nbgrader_0.9.6_autograde_s_per_submission']} s/submission, otter-grader 7.0.0 `otter run` "
+        f"(no container) {ext['otter_grader_7.0.0_run_no_container_s_per_submission']} s/submission.",
+    ]
+    return out

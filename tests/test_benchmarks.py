@@ -1,0 +1,128 @@
+"""The benchmark script cannot silently break: every section imports, the CLI parses, RESULTS.md
+renders every status. No timing here (timed claims live in benchmarks/, never in tests)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # the ``benchmarks`` package lives at the repo root, not installed
+
+from benchmarks import run  # noqa: E402
+from benchmarks.grading import exercise_notebooks, parse_options  # noqa: E402
+from benchmarks.report import render_markdown  # noqa: E402
+from benchmarks.sections import SECTIONS, default_keys  # noqa: E402
+from benchmarks.submissions import MIXED_PLAN, WRONG_ANSWERS, mixed_batch  # noqa: E402
+
+MACHINE = {"cores": 2, "cpu_model": "test", "ram_gb": 1, "platform": "test", "python": "3", "torch": "2",
+           "torch_threads": 1, "OMP_NUM_THREADS": "1", "git_commit": "abc"}
+
+
+def _results(sections: dict) -> dict:
+    return {"written_at": "now", "machine": MACHINE, "note": None, "sections": sections}
+
+
+def test_every_section_module_has_the_interface():
+    """Each section has its letter, a title, run/render and a docstring for --help; a..h all present."""
+    assert list(SECTIONS) == list("abcdefgh")
+    for key, module in SECTIONS.items():
+        assert module.KEY == key and module.TITLE.startswith(f"{key}. ")
+        assert callable(module.run) and callable(module.render) and module.__doc__
+    assert default_keys() == list("abcdegh") and default_keys(suite=True) == list("abcdefgh")
+
+
+@pytest.mark.parametrize("argv, expected", [
+    ([], list("abcdegh")), (["--suite"], list("abcdefgh")), (["--only", "a,c"], ["a", "c"]),
+    (["--quick", "--only", " g, h "], ["g", "h"]),
+])
+def test_cli_selects_sections(argv, expected):
+    parser = run.build_parser()
+    assert run.selected_sections(parser.parse_args(argv), parser) == expected
+
+
+def test_cli_rejects_an_unknown_section(capsys):
+    parser = run.build_parser()
+    with pytest.raises(SystemExit):
+        run.selected_sections(parser.parse_args(["--only", "a,z"]), parser)
+    assert "expected sections among a, b, c, d, e, f, g, h (got z)" in capsys.readouterr().err
+
+
+def test_help_lists_every_section():
+    text = run.build_parser().format_help()
+    for key in SECTIONS:
+        assert f"\n{key}. " in text
+
+
+@pytest.mark.parametrize("status", ["not available", "failed"])
+def test_report_says_why_a_section_has_no_numbers(status):
+    """Every section, when not measured "ok", renders its heading and the reason, not a table."""
+    sections = {k: {"status": status, "reason": f"reason-{k}", "measured_at": "t", "loadavg": None, "quick": True}
+                for k in SECTIONS}
+    text = render_markdown(_results(sections))
+    for key, module in SECTIONS.items():
+        assert f"## {module.TITLE}" in text and f"reason-{key}." in text
+    assert "|---|" not in text
+
+
+def test_report_renders_the_stored_results_json():
+    """results.json as committed (earlier format, sections a-f) still renders: existing keys are kept."""
+    stored = json.loads((REPO / "benchmarks" / "results.json").read_text())
+    text = render_markdown(stored)
+    assert "Not measured yet." in text or all(k in stored["sections"] for k in "gh")
+    for key in stored["sections"]:
+        assert f"## {SECTIONS[key].TITLE}" in text
+
+
+def test_report_renders_new_sections_when_measured():
+    """Sections g and h render their tables from the keys their run() returns (made-up values)."""
+    common = {"status": "ok", "measured_at": "t", "loadavg": None, "quick": True}
+    g = {**common, "submissions": ["learner01/02.ipynb (solved)"], "jobs": 1, "repeats": 1, "none_s": 1.0,
+         "require_s": 1.1, "ratio_require_over_none": 1.1, "ratio_iqr": [1.1, 1.1], "same_scores": True,
+         "target": 1.15, "target_met": True}
+    h = {**common, "submissions": 10, "mix": {"solved": 4, "untouched": 3, "wrong": 3}, "lessons": ["02", "03"],
+         "jobs": 2, "repeats": 1, "sandbox": "none", "json_only_s_per_submission": 2.0,
+         "all_outputs_s_per_submission": 2.1, "all_outputs_options": ["--classroom"],
+         "outputs_not_available": ["--csv"], "outputs_written": {"--classroom": True}, "ratio_all_over_json": 1.05,
+         "ratio_iqr": [1.05, 1.05], "scores_as_expected": True, "same_scores_with_all_outputs": True,
+         "external": SECTIONS["h"].EXTERNAL, "ratio_vs_before": 1.02, "target_outputs_not_slower": "x",
+         "target_outputs_not_slower_met": True, "not_slower_than_before_met": True}
+    text = render_markdown(_results({"g": g, "h": h}))
+    assert "| 1.0 | 1.1 | 1.1 |" in text and "nbgrader 0.9.6" in text and "Outputs not available yet: --csv" in text
+
+
+def test_dry_run_measures_and_writes_nothing(tmp_path):
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "run.py"), "--dry-run", "--out-dir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "would measure: a (batch_norm)" in proc.stderr and not any(tmp_path.iterdir())
+
+
+def test_option_detection_reads_long_options_from_help_text():
+    text = "usage: coursekit grade [--json FILE] [-j N]\n  --sandbox {auto,require,none}\n  --total-timeout S"
+    assert parse_options(text) == {"--json", "--sandbox", "--total-timeout"}
+
+
+def test_mixed_batch_has_solved_untouched_and_wrong_submissions(tmp_path):
+    """The batch of section h: 10 learner folders; a wrong one differs from the solution in one answer cell."""
+    subs = mixed_batch(tmp_path)
+    assert len(subs) == len(MIXED_PLAN) == 10
+    assert {s["kind"] for s in subs} == {"solved", "untouched", "wrong"}
+    assert len({s["learner"] for s in subs}) == 10
+    stems = exercise_notebooks()
+    for s in subs:
+        nb = json.loads(s["path"].read_text())
+        answers = {c["id"]: "".join(c["source"]) for c in nb["cells"] if c.get("id", "").startswith("answer-")}
+        solution = json.loads((REPO / "solutions" / s["path"].name).read_text())
+        expected = {c["id"]: "".join(c["source"]) for c in solution["cells"] if c.get("id", "").startswith("answer-")}
+        assert s["path"].stem in stems and set(answers) == set(expected)
+        changed = {k for k in answers if answers[k] != expected[k]}
+        if s["kind"] == "solved":
+            assert not changed
+        elif s["kind"] == "wrong":
+            assert changed == {f"answer-{WRONG_ANSWERS[s['lesson']][0]}"}
+        else:
+            assert changed == set(expected)  # untouched: no answer written in any cell
