@@ -15,6 +15,7 @@ _SUBCOMMANDS = {
     "doctor": ("coursekit.cli", "check the environment: versions, threads, Jupyter kernel"),
     "build": ("coursekit.build", "write exercises/ from solutions/ (--check: fail if out of date)"),
     "grade": ("coursekit.grader.cli", "grade submitted exercise notebooks"),
+    "gradescope-bundle": ("coursekit.grader.gradescope", "write a Gradescope autograder zip (setup.sh, run_autograder)"),
 }
 
 

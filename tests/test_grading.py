@@ -214,7 +214,7 @@ def test_cli_json_classroom_and_exit_codes(tmp_path, capsys):
     assert set(out["tasks"][0]) >= {"id", "points", "max_points", "status", "message"}
     cls = json.loads((tmp_path / "classroom.json").read_text())
     assert cls["version"] == 1 and cls["status"] == "fail" and cls["max_score"] == 2
-    assert set(cls["tests"][0]) == {"name", "status", "score", "max_score", "message"}
+    assert set(cls["tests"][0]) == {"name", "status", "score", "max_score", "message", "line_no"}
     assert "02.channel_stats" in capsys.readouterr().out
     truncated = tmp_path / "truncated.ipynb"
     shutil.copy(FIXTURES / "truncated.ipynb.txt", truncated)

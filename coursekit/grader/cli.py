@@ -11,7 +11,7 @@ from pathlib import Path
 
 from coursekit.grader.grade import grade_paths
 from coursekit.grader.intake import expand
-from coursekit.grader.reports import classroom_report, emit, format_table
+from coursekit.grader.reports import classroom_base64, classroom_report, emit, format_table, write_gradebook
 
 __all__ = ["add_arguments", "run"]
 
@@ -26,7 +26,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds per notebook (default 600)")
     parser.add_argument("--classroom", nargs="?", const="-", metavar="FILE",
                         help="write GitHub Classroom's autograding JSON to FILE (default: stdout)")
-    parser.add_argument("--solutions", type=Path, default=None, help="instructor solutions, or a trusted copy of the built exercises (default: <repo>/solutions)")
+    parser.add_argument("--classroom-base64", metavar="FILE", default=None,
+                        help="write the Classroom JSON base64-encoded, as the reporter reads it from <ID>_RESULTS")
+    parser.add_argument("--gradescope", metavar="FILE", default=None, help="write Gradescope's autograder results.json to FILE")
+    parser.add_argument("--csv", metavar="FILE", default=None,
+                        help="write a gradebook CSV: one row per submission, one column per task ('-' for stdout)")
+    parser.add_argument("--feedback", metavar="DIR", type=Path, default=None,
+                        help="write one feedback file per submission into DIR")
+    parser.add_argument("--feedback-format", choices=("md", "html"), default="md",
+                        help="feedback files in Markdown or HTML (default md)")
+    parser.add_argument("--solutions", type=Path, default=None,
+                        help="instructor solutions, or a trusted copy of the built exercises (default: <repo>/solutions)")
 
 
 
@@ -40,13 +50,34 @@ def run(args: argparse.Namespace) -> int:
     files = expand(args.submissions)
     if not files:
         print(f"coursekit grade: no notebooks found in {' '.join(args.submissions)}", file=sys.stderr)
+        _write_outputs(args, [], note="no notebook (.ipynb) found in the submission")
         return 2
     solutions = args.solutions or find_repo_root() / "solutions"
     results = grade_paths(files, solutions, args.timeout, args.total_timeout, args.jobs)
-    quiet = str(args.json) == "-" or args.classroom == "-"
+    quiet = "-" in (str(args.json), args.classroom, getattr(args, "csv", None))
     print(format_table(results), file=sys.stderr if quiet else sys.stdout)
     if args.json:
         emit([r.to_json() for r in results] if len(results) != 1 else results[0].to_json(), args.json)
-    if args.classroom:
-        emit(classroom_report(results), args.classroom)
+    _write_outputs(args, results)
     return 1 if any(r.error for r in results) else 0
+
+
+def _write_outputs(args: argparse.Namespace, results: list, note: str = "") -> None:
+    """The instructor formats asked for. With no notebook at all, Classroom and Gradescope still get a
+    0-point result (a runner with no result file would show the learner nothing)."""
+    if args.classroom:
+        emit(classroom_report(results, note), args.classroom)
+    if getattr(args, "classroom_base64", None):
+        Path(args.classroom_base64).write_text(classroom_base64(classroom_report(results, note)), encoding="ascii")
+    if getattr(args, "gradescope", None):
+        from coursekit.grader.gradescope import gradescope_report
+
+        emit(gradescope_report(results, note), args.gradescope)
+    if not results:
+        return
+    if getattr(args, "csv", None):
+        write_gradebook(results, args.csv, args.submissions)
+    if getattr(args, "feedback", None):
+        from coursekit.grader.feedback import write_feedback
+
+        write_feedback(results, args.feedback, getattr(args, "feedback_format", "md"), args.submissions)

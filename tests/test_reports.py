@@ -1,0 +1,377 @@
+"""Instructor outputs of ``coursekit grade``: GitHub Classroom (and its workflow), Gradescope's results,
+the gradebook CSV, the feedback files, and points per task in every one of them.
+
+Each format is checked against what its consumer documents (TOOLING_NOTES "Grading formats"):
+Classroom's reporter base64-decodes ``<ID>_RESULTS`` then parses ``{"version", "status", "max_score",
+"tests": [{"name", "status", "score", "max_score", "message", "line_no"}]}`` and prints ``message``
+only for ``error`` tests; Gradescope reads ``{"score", "output", "visibility", "tests": [{"name",
+"score", "max_score", "status": passed|failed, "output", "visibility"}]}``.
+
+Real notebooks are graded once for the module, with every output asked for in the same run:
+a solved lesson 02 (alice, full marks), the untouched exercise (bob, zero), a wrong answer whose
+code raises an exception carrying HTML and a variance that earns a hint (dave), and a broken file
+(carol, not graded). The hidden inputs' seed is fixed to a recognisable number for the run, so
+the tests can prove that no output contains it.
+"""
+import argparse
+import base64
+import csv
+import html.parser
+import json
+import re
+import secrets
+import shutil
+import subprocess
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from coursekit.grader import cli as grading_cli
+from coursekit.grader.feedback import write_feedback
+from coursekit.grader.gradescope import gradescope_report
+from coursekit.grader.reports import classroom_report, format_table, learner_id, write_gradebook
+from coursekit.grader.results import NotebookResult, TaskResult
+from coursekit.tasks import TASKS
+
+ROOT = Path(__file__).resolve().parents[1]
+SOLUTIONS = ROOT / "solutions"
+EXERCISES = ROOT / "exercises"
+STEM = "02_bn_forward_exercises"
+SEED = 0xC0FFEE_5EED_1234_ABCD_9876_5432_1FED  # recognisable in decimal and hex
+SCRIPT = "<script>alert('pwned')</script>"
+TASK_IDS = ["02.channel_stats", "02.batch_norm_train"]
+
+
+def _wrong_02():
+    nb = nbformat.read(SOLUTIONS / f"{STEM}.ipynb", as_version=4)
+    for cell in nb.cells:
+        if cell.get("id") == "answer-channel_stats":
+            cell.source = f"def channel_stats(x):\n    raise ValueError({SCRIPT!r} + ' ``` `x`')\n"
+        elif cell.get("id") == "answer-batch_norm_train":
+            cell.source = ("def batch_norm_train(x, gamma, beta, eps=1e-5):\n"
+                           "    shape = (1, -1) + (1,) * (x.dim() - 2)\n"
+                           "    dims = [0, *range(2, x.dim())]\n"
+                           "    mean = x.mean(dim=dims).reshape(shape)\n"
+                           "    var = x.var(dim=dims, unbiased=True).reshape(shape)\n"
+                           "    return (x - mean) / torch.sqrt(var + eps) * gamma.reshape(shape) + beta.reshape(shape)\n")
+    return nb
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """One ``coursekit grade`` run over four submissions with every output format."""
+    tmp = tmp_path_factory.mktemp("reports")
+    subs = tmp / "submissions"
+    (subs / "alice").mkdir(parents=True)
+    (subs / "dave").mkdir()
+    shutil.copy(SOLUTIONS / f"{STEM}.ipynb", subs / "alice" / f"{STEM}.ipynb")
+    shutil.copy(EXERCISES / f"{STEM}.ipynb", subs / f"bob_{STEM}.ipynb")
+    nbformat.write(_wrong_02(), subs / "dave" / f"{STEM}.ipynb")
+    (subs / f"carol_{STEM}.ipynb").write_text('{"cells": [', encoding="utf-8")
+    out = tmp / "out"
+    out.mkdir()
+    parser = argparse.ArgumentParser()
+    grading_cli.add_arguments(parser)
+    args = parser.parse_args([str(subs), "--solutions", str(SOLUTIONS), "--timeout", "30", "--jobs", "1",
+                              "--json", str(out / "results.json"), "--classroom", str(out / "classroom.json"),
+                              "--classroom-base64", str(out / "classroom.b64"), "--gradescope", str(out / "gradescope.json"),
+                              "--csv", str(out / "gradebook.csv"), "--feedback", str(out / "feedback")])
+    captured, drawn = [], []
+    real_grade_paths = grading_cli.grade_paths
+
+    def grade_paths(*a, **k):
+        captured.extend(real_grade_paths(*a, **k))
+        return captured
+
+    def randbits(k):
+        drawn.append(k)
+        return SEED
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(grading_cli, "grade_paths", grade_paths)
+    mp.setattr(secrets, "randbits", randbits)  # jobs=1: grading happens in this process
+    try:
+        code = grading_cli.run(args)
+    finally:
+        mp.undo()
+    assert drawn, "the grader no longer draws its seed with secrets.randbits: update the seed test"
+    write_feedback(captured, out / "feedback-html", "html", [str(subs)])  # the same results as HTML
+    by_learner = {learner_id(r.notebook, [str(subs)]): r for r in captured}
+    return {"code": code, "out": out, "results": by_learner, "subs": subs}
+
+
+def test_the_run_graded_as_expected(run):
+    """Exit 1 (one file could not be graded); alice 2/2, bob 0, dave fails both tasks, carol not graded."""
+    r = run["results"]
+    assert run["code"] == 1
+    assert sorted(r) == ["alice", "bob", "carol", "dave"]
+    assert (r["alice"].score, r["alice"].max_score) == (2, 2)
+    assert r["bob"].score == 0 and {t.status for t in r["bob"].tasks} == {"missing"}
+    assert [t.status for t in r["dave"].tasks] == ["error", "fail"]
+    assert "hint:" in r["dave"].tasks[1].message
+    assert r["carol"].error and not r["carol"].tasks
+
+
+# --- GitHub Classroom ---------------------------------------------------------------------------
+
+_CLASSROOM_TEST = {"name": str, "status": str, "score": (int, float), "max_score": (int, float), "message": str, "line_no": int}
+
+
+def _reporter_parse(encoded: str) -> dict:
+    """What autograding-grading-reporter does with ``<ID>_RESULTS``: base64-decode, then JSON-parse."""
+    return json.loads(base64.b64decode(encoded, validate=True).decode("utf-8"))
+
+
+def test_classroom_base64_decodes_to_the_documented_object(run):
+    """--classroom-base64 (and the workflow's `base64 -w0 results.json`) decode to --classroom's object,
+    which has the documented top level and six typed fields per test, with scores within bounds."""
+    out = run["out"]
+    plain = json.loads((out / "classroom.json").read_text())
+    assert _reporter_parse((out / "classroom.b64").read_text()) == plain
+    if shutil.which("base64"):
+        encoded = subprocess.run(["base64", "-w0", str(out / "classroom.json")], capture_output=True, text=True, check=True)
+        assert "\n" not in encoded.stdout and _reporter_parse(encoded.stdout) == plain
+    assert set(plain) == {"version", "status", "max_score", "tests"}
+    assert plain["version"] == 1 and plain["status"] == "fail"
+    for test in plain["tests"]:
+        assert set(test) == set(_CLASSROOM_TEST), test
+        for key, typ in _CLASSROOM_TEST.items():
+            assert isinstance(test[key], typ) and not isinstance(test[key], bool), (key, test)
+        assert test["status"] in ("pass", "fail", "error")
+        assert 0 <= test["score"] <= test["max_score"]
+    assert plain["max_score"] == sum(t["max_score"] for t in plain["tests"]) == 4 * 2  # carol's notebook is worth 2 too
+    assert sum(t["score"] for t in plain["tests"]) == 2  # the reporter's total: alice's two points
+
+
+def test_classroom_shows_every_failed_tasks_feedback(run):
+    """The reporter prints ``message`` only for ``error`` tests: every task that did not pass is one,
+    its message starting with coursekit's status; dave's wrong variance shows its hint; passes pass."""
+    tests = {t["name"]: t for t in json.loads((run["out"] / "classroom.json").read_text())["tests"]}
+    dave = run["results"]["dave"]
+    for t in dave.tasks:
+        entry = tests[f"{t.id} (dave/{STEM}.ipynb)"]
+        assert entry["status"] == "error" and entry["message"].startswith(f"{t.status}: ")
+        assert t.message in entry["message"]
+    assert "hint:" in tests[f"02.batch_norm_train (dave/{STEM}.ipynb)"]["message"]
+    assert len(tests) == 7  # names are unique: same file names get their folder
+    passed = [t for t in tests.values() if t["status"] == "pass"]
+    assert len(passed) == 2 and all(t["score"] == t["max_score"] == 1 for t in passed)
+    broken = tests[f"carol_{STEM}.ipynb (not graded)"]
+    assert broken["status"] == "error" and broken["max_score"] == 2 and "not graded" in broken["message"]
+
+
+def test_classroom_workflow_grades_against_a_trusted_copy_and_feeds_the_reporter():
+    """The template workflow: trusted checkout at a fixed ref in its own directory, constraints install,
+    bubblewrap, `--sandbox require --solutions trusted/exercises --classroom results.json`, the base64
+    step into $GITHUB_OUTPUT, and the reporter reading <ID>_RESULTS of that step."""
+    import yaml  # PyYAML comes with jupyter_server (jupyter_events)
+
+    wf = yaml.safe_load((ROOT / ".github" / "workflows" / "classroom.yml").read_text())
+    (job,) = wf["jobs"].values()
+    steps = job["steps"]
+    checkouts = [s for s in steps if str(s.get("uses", "")).startswith("actions/checkout@")]
+    trusted = [s for s in checkouts if s.get("with", {}).get("path") == "trusted"]
+    assert len(trusted) == 1 and trusted[0]["with"].get("ref") and "${{" not in str(trusted[0]["with"]["ref"])
+    assert trusted[0]["with"].get("repository")
+    runs = "\n".join(str(s.get("run", "")) for s in steps)
+    assert "apt-get install" in runs and "bubblewrap" in runs
+    assert re.search(r"pip install[^\n]*-c trusted/requirements/constraints\.txt[^\n]*\./trusted", runs)
+    (grade,) = [s for s in steps if "coursekit grade" in str(s.get("run", ""))]
+    cmd = grade["run"]
+    for part in ("--sandbox require", "--solutions trusted/exercises", "--classroom results.json"):
+        assert part in cmd, part
+    assert 'echo "result=$(base64 -w0 results.json)" >> "$GITHUB_OUTPUT"' in cmd
+    (report,) = [s for s in steps if str(s.get("uses", "")) == "classroom-resources/autograding-grading-reporter@v1"]
+    runner = report["with"]["runners"]
+    assert runner == grade["id"]
+    assert report["env"] == {f"{runner.upper()}_RESULTS": f"${{{{ steps.{grade['id']}.outputs.result }}}}"}
+    assert steps.index(grade) < steps.index(report)
+    assert wf.get("permissions", {}).get("checks") == "write"
+
+
+# --- Gradescope -----------------------------------------------------------------------------------
+
+_GS_TOP = {"score", "output", "visibility", "tests", "stdout_visibility", "execution_time", "extra_data", "leaderboard"}
+_GS_TEST = {"name", "score", "max_score", "status", "output", "visibility", "number", "tags", "extra_data", "output_format"}
+_GS_VISIBILITY = {"hidden", "after_due_date", "after_published", "visible"}
+
+
+def check_gradescope_results(data: dict) -> None:
+    """Gradescope's results.json: documented keys only, typed, score = sum of the tests' scores."""
+    assert set(data) <= _GS_TOP and "tests" in data
+    assert isinstance(data["score"], (int, float)) and isinstance(data["output"], str)
+    assert data.get("visibility", "visible") in _GS_VISIBILITY
+    for test in data["tests"]:
+        assert set(test) <= _GS_TEST and {"name", "score", "max_score", "status", "output"} <= set(test), test
+        assert isinstance(test["name"], str) and isinstance(test["output"], str)
+        assert isinstance(test["score"], (int, float)) and isinstance(test["max_score"], (int, float))
+        assert 0 <= test["score"] <= test["max_score"]
+        assert test["status"] in ("passed", "failed") and test.get("visibility", "visible") in _GS_VISIBILITY
+        assert (test["status"] == "passed") == (test["score"] == test["max_score"] > 0)
+    assert data["score"] == sum(t["score"] for t in data["tests"])
+
+
+def test_gradescope_results_follow_the_documented_format(run):
+    """--gradescope: one test per task (plus one per ungraded file), passed/failed, points per task,
+    feedback with the hint in a failed test's output."""
+    data = json.loads((run["out"] / "gradescope.json").read_text())
+    check_gradescope_results(data)
+    assert data["score"] == 2 and sum(t["max_score"] for t in data["tests"]) == 8
+    dave_tests = [t for t in data["tests"] if "hint:" in t["output"]]
+    assert dave_tests and all(t["status"] == "failed" and t["output"].startswith("fail: ") for t in dave_tests)
+    assert all(t["visibility"] == "visible" for t in data["tests"])
+    assert any(t["name"].startswith(f"carol_{STEM}.ipynb") and t["max_score"] == 2 for t in data["tests"])
+    assert "total: 2/8" in data["output"]
+
+
+def test_no_notebook_still_gives_gradescope_and_classroom_a_result(tmp_path, capsys):
+    """A submission without any notebook gets 0-point Gradescope and Classroom results that say why (exit 2)."""
+    parser = argparse.ArgumentParser()
+    grading_cli.add_arguments(parser)
+    (tmp_path / "sub").mkdir()
+    args = parser.parse_args([str(tmp_path / "sub"), "--gradescope", str(tmp_path / "r.json"),
+                              "--classroom-base64", str(tmp_path / "c.b64")])
+    assert grading_cli.run(args) == 2
+    data = json.loads((tmp_path / "r.json").read_text())
+    check_gradescope_results(data)
+    assert data["score"] == 0 and data["tests"] == [] and "no notebook" in data["output"]
+    (test,) = _reporter_parse((tmp_path / "c.b64").read_text())["tests"]
+    assert test["status"] == "error" and "no notebook" in test["message"] and set(test) == set(_CLASSROOM_TEST)
+
+
+# --- gradebook CSV --------------------------------------------------------------------------------
+
+def test_gradebook_csv_has_one_row_per_submission_and_a_column_per_task(run):
+    """--csv: header learner, notebook, lesson, one "<task> (max P)" column per task, total, max, error;
+    learner ids from folder/file names; task cells add up to the total; the ungraded row says why."""
+    with open(run["out"] / "gradebook.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    header, body = rows[0], rows[1:]
+    task_cols = [f"{tid} (max {TASKS[tid].points})" for tid in TASK_IDS]
+    assert header == ["learner", "notebook", "lesson", *task_cols, "total", "max", "error"]
+    assert len(body) == 4 and all(len(row) == len(header) for row in body)
+    table = {row[0]: dict(zip(header, row)) for row in body}
+    assert sorted(table) == ["alice", "bob", "carol", "dave"]
+    for learner, r in run["results"].items():
+        row = table[learner]
+        assert float(row["total"]) == r.score and row["max"] == "2"
+        if r.error:
+            assert row["error"] and row["total"] == "0" and all(row[c] == "" for c in task_cols)
+        else:
+            assert row["error"] == "" and row["lesson"] == "02"
+            assert sum(float(row[c]) for c in task_cols) == r.score
+    assert table["alice"]["total"] == "2" and table["dave"]["total"] == "0"
+
+
+@pytest.mark.parametrize("path, roots, expected", [
+    ("subs/alice/02_bn_forward_exercises.ipynb", ["subs"], "alice"),
+    ("subs/alice/deeper/any.ipynb", ["subs"], "alice"),
+    ("subs/alice_02_bn_forward_exercises.ipynb", ["subs"], "alice"),
+    ("subs/alice.smith-03_running_stats_exercises.ipynb", ["subs"], "alice.smith"),
+    ("subs/alice.ipynb", ["subs"], "alice"),
+    ("bob/02_bn_forward_exercises.ipynb", [], "bob"),
+    ("bob/02_bn_forward_exercises.ipynb", ["bob/02_bn_forward_exercises.ipynb"], "bob"),
+])
+def test_learner_id_rule(path, roots, expected):
+    """The documented rule: sub-folder of a given directory, else the file-name prefix, else the stem,
+    else the folder of a file named like the exercise."""
+    assert learner_id(path, roots) == expected
+
+
+def _fake(notebook="subs/alice/02_bn_forward_exercises.ipynb", points=(3, 0.5), statuses=("pass", "fail")):
+    tasks = [TaskResult(tid, p if s == "pass" else 0, p, s, "" if s == "pass" else "case 2 (x (4, 3)): max error 0.1; hint: h")
+             for tid, p, s in zip(TASK_IDS, points, statuses)]
+    return NotebookResult(notebook, sum(t.points for t in tasks), sum(t.max_points for t in tasks), tasks, lesson="02")
+
+
+def test_points_per_task_reach_every_format(tmp_path):
+    """A task worth 3 and one worth 0.5 show as such in the table, Classroom, Gradescope, CSV and feedback;
+    and the graded results' max points are the task definitions' points."""
+    r = _fake()
+    assert "3/3" in format_table([r]) and "0/0.5" in format_table([r])
+    cls = classroom_report([r])
+    assert [(t["score"], t["max_score"]) for t in cls["tests"]] == [(3, 3), (0, 0.5)] and cls["max_score"] == 3.5
+    gs = gradescope_report([r])
+    check_gradescope_results(gs)
+    assert [(t["score"], t["max_score"]) for t in gs["tests"]] == [(3, 3), (0, 0.5)] and gs["score"] == 3
+    write_gradebook([r], tmp_path / "g.csv", ["subs"])
+    header, row = list(csv.reader(open(tmp_path / "g.csv", encoding="utf-8")))
+    assert header[3:5] == ["02.channel_stats (max 3)", "02.batch_norm_train (max 0.5)"]
+    assert row[3:7] == ["3", "0", "3", "3.5"]
+    (md,) = write_feedback([r], tmp_path / "fb", "md", ["subs"])
+    assert "| 3/3 |" in md.read_text() and "| 0/0.5 |" in md.read_text()
+
+
+def test_graded_points_are_the_task_definitions(run):
+    """max_points of every graded task is ``Task.points`` of its definition (default 1)."""
+    for r in run["results"].values():
+        for t in r.tasks:
+            assert t.max_points == TASKS[t.id].points
+
+
+def test_csv_cells_from_learners_cannot_be_spreadsheet_formulas(tmp_path):
+    """A learner id or error text starting with = + - @ is written as text (a leading ')."""
+    r = _fake(notebook="subs/=HYPERLINK(evil)/02_bn_forward_exercises.ipynb")
+    bad = NotebookResult("subs/@SUM(A1)/x.ipynb", 0, 0, error="-2+3 is not a notebook")
+    write_gradebook([r, bad], tmp_path / "g.csv", ["subs"])
+    rows = list(csv.reader(open(tmp_path / "g.csv", encoding="utf-8")))
+    assert rows[1][0] == "'=HYPERLINK(evil)" and rows[2][0] == "'@SUM(A1)" and rows[2][-1] == "'-2+3 is not a notebook"
+
+
+# --- feedback ---------------------------------------------------------------------------------------
+
+class _Tags(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tags, self.text = [], []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def test_feedback_one_file_per_submission_with_verdict_case_and_hint(run):
+    """--feedback: one Markdown file per submission, named after the learner; each task's points and
+    verdict; for dave the failing case of each task and the hint; for carol why it was not graded."""
+    files = {p.name.split("--")[0]: p.read_text() for p in (run["out"] / "feedback").iterdir()}
+    assert sorted(files) == ["alice", "bob", "carol", "dave"]
+    assert "**2/2 points**" in files["alice"] and files["alice"].count("| passed |") == 2
+    assert files["bob"].count("| not answered |") == 2
+    dave = run["results"]["dave"]
+    what, _, hint = dave.tasks[1].message.partition("; hint: ")
+    assert what in files["dave"] and hint in files["dave"] and "**Hint:**" in files["dave"]
+    assert "| wrong result |" in files["dave"] and "| your code raised an error |" in files["dave"]
+    assert re.search(r"case \d+", files["dave"])
+    assert "Not graded" in files["carol"] and "0/2 points" in files["carol"]
+
+
+def test_feedback_never_shows_the_hidden_inputs_seed(run):
+    """The seed drawn for the run appears (in decimal or hex) in no output: feedback, CSV, JSON, Classroom, Gradescope."""
+    needles = {str(SEED), f"{SEED:x}", f"{SEED:X}", f"{SEED:#x}"}
+    files = [p for p in run["out"].rglob("*") if p.is_file()]
+    assert len(files) >= 5 + 8
+    for p in files:
+        text = p.read_text()
+        assert not any(n in text for n in needles), p.name
+    assert not any(n in base64.b64decode((run["out"] / "classroom.b64").read_text()).decode() for n in needles)
+
+
+def test_learner_text_is_escaped_in_html_and_fenced_in_markdown(run):
+    """dave's exception message carries <script>: the HTML page has no script tag (the text is escaped
+    and still readable), and in Markdown it sits inside a fence that its own backticks cannot close."""
+    (page,) = [p for p in (run["out"] / "feedback-html").iterdir() if p.name.startswith("dave--")]
+    text = page.read_text()
+    parser = _Tags()
+    parser.feed(text)
+    assert "script" not in parser.tags and set(parser.tags) <= {"html", "head", "meta", "title", "style", "body", "h1",
+                                                                 "h2", "p", "strong", "table", "tr", "th", "td", "code", "pre"}
+    assert SCRIPT in "".join(parser.text) and html.escape(SCRIPT) in text
+    (md,) = [p for p in (run["out"] / "feedback").iterdir() if p.name.startswith("dave--")]
+    md_text = md.read_text()
+    line = next(ln for ln in md_text.splitlines() if SCRIPT in ln)
+    opening = [ln for ln in md_text.splitlines()[: md_text.splitlines().index(line)] if ln.startswith("```")][-1]
+    fence = opening[: len(opening) - len(opening.lstrip("`"))]
+    assert len(fence) > 3 and fence not in line  # longer than the ``` in the message
