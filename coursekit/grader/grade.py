@@ -23,16 +23,26 @@ there as cell source.
 from __future__ import annotations
 
 import ast
-import json
 import secrets
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
-from coursekit.grader.intake import answer_sources, expand, identify_exercise, instructor_notebook, read_submission
+from coursekit.grader.bounded import OutputError, load_json, load_npz, new_dir, save_npz, write_json
+from coursekit.grader.intake import (
+    answer_sources,
+    changed_files,
+    expand,
+    identify_exercise,
+    instructor_notebook,
+    read_all,
+    read_submission,
+    trusted_digest,
+)
 from coursekit.grader.kernel import Kernel
 from coursekit.grader.results import GradingError, NotebookResult, TaskResult
+from coursekit.grader.sandbox import resolve as resolve_sandbox
 from coursekit.grader.scan import defined_and_used, forbidden_uses, parse, with_helpers
 
 __all__ = ["grade_notebook", "grade_paths"]
@@ -42,35 +52,30 @@ _MAX_OUTPUT_BYTES = 64 * 2**20  # a probe writing more than this is treated as a
 
 
 def _write_inputs(task_dir: Path, cases) -> None:
-    import numpy as np
-
-    task_dir.mkdir(parents=True)
-    with open(task_dir / "cases.json", "w") as f:
-        json.dump([params for params, _ in cases], f)
+    # new files only, in a directory just made by new_dir (bounded.py): nothing planted is followed
+    write_json(task_dir / "cases.json", [params for params, _ in cases])
     for i, (_, arrays) in enumerate(cases):
-        np.savez(task_dir / f"in{i}.npz", **arrays)
+        save_npz(task_dir / f"in{i}.npz", arrays)
 
 
 def _read_outputs(task_dir: Path, probe, cases) -> tuple[str, str]:
     """Compare the probe's plain outputs with the grader's own computation: (status, message)."""
-    import numpy as np
-
     for i, (params, arrays) in enumerate(cases):
         res_path, out_path = task_dir / f"res{i}.json", task_dir / f"out{i}.npz"
         try:
-            if res_path.stat().st_size > 1_000_000:
-                return "error", "the probe result is too large"
-            res = json.loads(res_path.read_text())
-        except (OSError, ValueError):
-            return "error", f"case {i + 1}: no result (the code under test did not return)"
+            res = load_json(res_path)  # bounded.py: regular file, size and depth capped
+        except OutputError as exc:
+            if not res_path.exists():
+                return "error", f"case {i + 1}: no result (the code under test did not return)"
+            return "error", f"case {i + 1}: unusable result ({exc})"
         if not isinstance(res, dict) or not res.get("ok"):
             err = res.get("error", "unknown error") if isinstance(res, dict) else "malformed result"
-            return "error", f"case {i + 1}: {err}"
+            return "error", f"case {i + 1}: {str(err)[:600]}"
         try:
-            if out_path.stat().st_size > _MAX_OUTPUT_BYTES:
-                return "error", f"case {i + 1}: output too large"
-            with np.load(out_path, allow_pickle=False) as z:
-                out = {k: z[k] for k in z.files}
+            out = load_npz(out_path, max_bytes=_MAX_OUTPUT_BYTES)  # members and array headers checked first
+        except OutputError as exc:
+            return "error", f"case {i + 1}: unusable output ({exc})"
+        try:
             msg = probe.compare(params, arrays, out, res.get("meta") or {})
         except KeyError as exc:
             return "fail", f"case {i + 1}: missing output {exc}"
@@ -83,7 +88,7 @@ def _read_outputs(task_dir: Path, probe, cases) -> tuple[str, str]:
 
 
 def grade_notebook(path, solutions="solutions", timeout: float = 60.0, total_timeout: float = 600.0,
-                   seed: int | None = None) -> NotebookResult:
+                   seed: int | None = None, sandbox: str = "auto", data: bytes | None = None) -> NotebookResult:
     """Grade one submission (see the module docstring). Never modifies ``path``.
 
     Args:
@@ -92,6 +97,8 @@ def grade_notebook(path, solutions="solutions", timeout: float = 60.0, total_tim
         timeout: seconds allowed per cell (setup, each answer, each probe). Default: 60.
         total_timeout: seconds allowed for the whole notebook. Default: 600.
         seed: seed of the hidden inputs; ``None`` draws a fresh one with ``secrets``. Default: None.
+        sandbox: ``"auto"``, ``"require"`` or ``"none"`` (``coursekit.grader.sandbox``). Default: ``"auto"``.
+        data: the submission's bytes read earlier (``intake.read_all``); ``None`` reads ``path`` now.
 
     Returns:
         a ``NotebookResult``; if the file cannot be graded, one with ``error`` set and score 0.
@@ -102,8 +109,9 @@ def grade_notebook(path, solutions="solutions", timeout: float = 60.0, total_tim
 
     path = Path(path)
     t0 = time.monotonic()
+    sandboxed, sandbox_desc = resolve_sandbox(sandbox)
     try:
-        nb = read_submission(path)
+        nb = read_submission(path, data)
         exercise = identify_exercise(nb, path)
         instructor = instructor_notebook(exercise, Path(solutions))
     except GradingError as exc:
@@ -154,11 +162,15 @@ def grade_notebook(path, solutions="solutions", timeout: float = 60.0, total_tim
 
     deadline = t0 + total_timeout
     rng = np.random.default_rng(secrets.randbits(128) if seed is None else seed)
-    work = Path(tempfile.mkdtemp(prefix="coursekit-grade-"))
+    work = Path(tempfile.mkdtemp(prefix="coursekit-grade-"))  # mode 0700; the sandbox sees only this one
     probe_root = work / secrets.token_hex(8)  # outside the kernel's cwd, under an unguessable name
+    probe_root.mkdir()
     cwd = work / "cwd"
     cwd.mkdir()
-    kernel = Kernel(cwd)
+    import coursekit
+
+    digest = trusted_digest(solutions)
+    kernel = Kernel(cwd, sandboxed, hidden=[Path(solutions), Path(coursekit.__file__).resolve().parents[1] / "solutions"])
     replay: list[tuple[str | None, str]] = []  # cells that ran to completion (ok or error), to replay after a restart
     answer_errors: dict[str, str] = {}
 
@@ -199,9 +211,13 @@ def grade_notebook(path, solutions="solutions", timeout: float = 60.0, total_tim
             if remaining <= 0:
                 settle(name, "timeout", f"total time limit of {total_timeout:g} s reached before this task ran")
                 continue
-            task_dir = probe_root / name
+            task_dir = new_dir(probe_root, name)  # fresh: a directory the kernel pre-created is never reused
             cases = probe.make_cases(rng)
-            _write_inputs(task_dir, cases)
+            try:
+                _write_inputs(task_dir, cases)
+            except OSError as exc:  # something the kernel planted: this task's error, not the grader's
+                settle(name, "error", f"could not write this task's inputs ({exc.strerror})")
+                continue
             prelude = f"_COURSEKIT_GIVEN = {given.get('given-batch_norm_forward', '')!r}\n" if "_COURSEKIT_GIVEN" in probe.body else ""
             source = HARNESS + prelude + probe.body + f"\n_coursekit_probe({str(task_dir)!r}, _coursekit_body)\n"
             status, msg = kernel.run(source, min(timeout, remaining))
@@ -216,27 +232,37 @@ def grade_notebook(path, solutions="solutions", timeout: float = 60.0, total_tim
     finally:
         kernel.stop()
         shutil.rmtree(work, ignore_errors=True)
+    changed = changed_files(digest, solutions)
+    if changed:  # unreachable with the sandbox (read-only); without it, this submission is not trusted
+        return NotebookResult(str(path), 0, 0, error=f"trusted files changed while grading this submission: "
+                              f"{', '.join(changed[:5])}", sandbox=sandbox_desc)
     for name in tasks:
         settle(name, "timeout", "total time limit reached")
     ordered = [results[n] for n in tasks]
     return NotebookResult(str(path), sum(r.points for r in ordered), sum(r.max_points for r in ordered), ordered,
-                          lesson=exercise.lesson, seconds=round(time.monotonic() - t0, 2))
+                          lesson=exercise.lesson, seconds=round(time.monotonic() - t0, 2), sandbox=sandbox_desc)
 
 
 
 def _grade_one(args) -> NotebookResult:
-    path, solutions, timeout, total = args
+    path, solutions, timeout, total, sandbox, data = args
     try:
-        return grade_notebook(path, solutions, timeout, total)
+        return grade_notebook(path, solutions, timeout, total, sandbox=sandbox, data=data)
     except Exception as exc:  # a grader bug must not take the other submissions down
         return NotebookResult(str(path), 0, 0, error=f"internal grader error: {type(exc).__name__}: {exc}")
 
 
 def grade_paths(paths, solutions="solutions", timeout: float = 60.0, total_timeout: float = 600.0,
-                jobs: int = 1) -> list[NotebookResult]:
-    """Grade files and directories (every ``.ipynb`` below a directory), ``jobs`` at a time."""
+                jobs: int = 1, sandbox: str = "auto") -> list[NotebookResult]:
+    """Grade files and directories (every ``.ipynb`` below a directory), ``jobs`` at a time.
+
+    Every submission is read before any kernel starts. Raises ``SandboxUnavailable`` up front for
+    ``sandbox="require"`` without a working bubblewrap.
+    """
     files = expand(paths)
-    work = [(str(f), str(solutions), timeout, total_timeout) for f in files]
+    resolve_sandbox(sandbox)
+    blobs = read_all(files)
+    work = [(str(f), str(solutions), timeout, total_timeout, sandbox, blobs[str(f)]) for f in files]
     if jobs <= 1 or len(work) <= 1:
         return [_grade_one(w) for w in work]
     import multiprocessing

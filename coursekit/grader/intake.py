@@ -1,29 +1,99 @@
 """Intake: find the submissions, read each one, tell which exercise it is, take its answer cells.
 
-Grader side (trusted). Nothing here executes the submission.
+Grader side (trusted). Nothing here executes the submission. A submission is read once, before any
+kernel starts (``read_all``), as a regular file (``O_NOFOLLOW | O_NONBLOCK`` then ``fstat``: no
+symlink to a secret or to ``/dev/zero``, no FIFO, no device) of at most ``MAX_SUBMISSION_BYTES``;
+a kernel graded earlier can no longer change what a later submission is. Error messages never
+quote the file's contents. ``trusted_digest`` fingerprints what grading trusts (the instructor's
+notebooks and coursekit's own files), checked unchanged after every submission.
 """
 from __future__ import annotations
 
+import hashlib
+import os
+import stat
 from pathlib import Path
 
 from coursekit.grader.results import GradingError
 
-__all__ = ["expand", "read_submission", "identify_exercise", "answer_sources", "instructor_notebook"]
+__all__ = ["expand", "read_bytes", "read_all", "read_submission", "identify_exercise", "answer_sources",
+           "instructor_notebook", "trusted_digest", "changed_files", "MAX_SUBMISSION_BYTES"]
+
+MAX_SUBMISSION_BYTES = 20 * 2**20  # an exercise notebook with outputs and figures is well under 5 MB
 
 
-def read_submission(path: Path):
-    import nbformat
+def read_bytes(path: Path, max_bytes: int = MAX_SUBMISSION_BYTES) -> bytes:
+    """The bytes of a submission that is a regular file of at most ``max_bytes``.
 
+    Raises:
+        GradingError: unreadable, a symlink, FIFO, device or directory, or too large; the message
+            names the file, never its contents.
+    """
     try:
-        data = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        if os.path.islink(path):
+            raise GradingError(f"cannot read {path}: a symbolic link (expected a regular file)") from None
+        raise GradingError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise GradingError(f"cannot read {path}: not a regular file (expected a notebook file)")
+        if st.st_size > max_bytes:
+            raise GradingError(f"cannot read {path}: {st.st_size} bytes (expected at most {max_bytes})")
+        chunks, left = [], max_bytes + 1
+        while left > 0:
+            chunk = os.read(fd, min(left, 2**20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
     except OSError as exc:
         raise GradingError(f"cannot read {path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    if len(data) > max_bytes:
+        raise GradingError(f"cannot read {path}: more than {max_bytes} bytes")
+    return data
+
+
+def read_all(paths) -> dict[str, bytes | GradingError]:
+    """Every submission's bytes (or why it cannot be read), read up front, before any kernel runs."""
+    out: dict[str, bytes | GradingError] = {}
+    for p in paths:
+        try:
+            out[str(p)] = read_bytes(Path(p))
+        except GradingError as exc:
+            out[str(p)] = exc
+    return out
+
+
+def read_submission(path: Path, data: bytes | None = None):
+    """The notebook of a submission (``data``: its bytes read earlier by ``read_all``; else read now)."""
+    import json
+
+    import nbformat
+
+    if data is None:
+        data = read_bytes(Path(path))
+    elif isinstance(data, GradingError):
+        raise data
+    try:
+        raw = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise GradingError(f"{path} is not a readable notebook (not UTF-8 text)") from None
+    except RecursionError:
+        raise GradingError(f"{path} is not a readable notebook (nested too deeply)") from None
+    except json.JSONDecodeError as exc:  # the position, never the text around it
+        raise GradingError(f"{path} is not a readable notebook (invalid JSON at line {exc.lineno}, "
+                           f"column {exc.colno})") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("cells"), list):
+        raise GradingError(f"{path} is not a notebook (expected a 'cells' list)")
     try:
         nb = nbformat.reads(data.decode("utf-8"), as_version=4)
     except Exception as exc:
-        raise GradingError(f"{path} is not a readable notebook ({type(exc).__name__}: {str(exc)[:200]})") from None
-    if not isinstance(nb.get("cells"), list):
-        raise GradingError(f"{path} is not a notebook (expected a 'cells' list)")
+        raise GradingError(f"{path} is not a readable notebook ({type(exc).__name__})") from None
     return nb
 
 
@@ -85,3 +155,34 @@ def expand(paths) -> list[Path]:
             out.append(p)
     return out
 
+
+def _trusted_files(solutions) -> list[Path]:
+    import coursekit
+
+    files = sorted(Path(solutions).glob("*.ipynb")) if Path(solutions).is_dir() else []
+    pkg = Path(coursekit.__file__).resolve().parent
+    files += sorted(p for p in pkg.rglob("*") if p.suffix in (".py", ".json", ".txt"))
+    import site
+
+    for d in {*site.getsitepackages(), site.getusersitepackages()}:  # code every Python runs at startup
+        if os.path.isdir(d):
+            files += sorted(Path(d).glob("*.pth")) + [Path(d) / f for f in ("sitecustomize.py", "usercustomize.py")
+                                                        if (Path(d) / f).exists()]
+    return files
+
+
+def trusted_digest(solutions) -> dict[str, str]:
+    """``{path: sha256}`` of the instructor's notebooks in ``solutions`` and of coursekit's own files."""
+    out = {}
+    for p in _trusted_files(solutions):
+        try:
+            out[str(p)] = hashlib.sha256(p.read_bytes()).hexdigest()
+        except OSError:
+            out[str(p)] = "unreadable"
+    return out
+
+
+def changed_files(before: dict[str, str], solutions) -> list[str]:
+    """Trusted files added, removed or changed since ``before = trusted_digest(solutions)``."""
+    after = trusted_digest(solutions)
+    return sorted(p for p in set(before) | set(after) if before.get(p) != after.get(p))

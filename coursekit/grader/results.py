@@ -33,6 +33,7 @@ class NotebookResult:
     lesson: str | None = None
     error: str | None = None  # set when the submission could not be graded
     seconds: float = 0.0
+    sandbox: str = ""  # "bwrap", "none" (asked for) or "UNSANDBOXED: <why>" (auto without bubblewrap)
 
     def to_json(self) -> dict:
         d = asdict(self)
