@@ -77,19 +77,20 @@ python3 -m venv /autograder/venv
 RUN_AUTOGRADER = r"""#!/usr/bin/env bash
 # Gradescope runs this for every submission: grade each notebook under the submission directory
 # against the trusted built exercises, in bubblewrap sandboxes, into Gradescope's results.json.
-# Paths can be overridden (for testing the bundle outside Gradescope).
+# Paths can be overridden (for testing the bundle outside Gradescope); COURSEKIT_SANDBOX set to
+# the empty string leaves the choice to coursekit's default.
 set -uo pipefail
 ROOT="${AUTOGRADER_ROOT:-/autograder}"
 SOURCE="${COURSEKIT_SOURCE:-$ROOT/source}"
 SUBMISSION="${COURSEKIT_SUBMISSION:-$ROOT/submission}"
 RESULTS="${COURSEKIT_RESULTS:-$ROOT/results/results.json}"
 PYTHON="${COURSEKIT_PYTHON:-$ROOT/venv/bin/python}"
-SANDBOX="${COURSEKIT_SANDBOX:-require}"
+SANDBOX="${COURSEKIT_SANDBOX-require}"
 export OMP_NUM_THREADS=1
 mkdir -p "$(dirname "$RESULTS")"
 rm -f "$RESULTS"
 cd "$SOURCE" || exit 1
-"$PYTHON" -m coursekit grade "$SUBMISSION" --solutions "$SOURCE/exercises" --sandbox "$SANDBOX" \
+"$PYTHON" -m coursekit grade "$SUBMISSION" --solutions "$SOURCE/exercises" ${SANDBOX:+--sandbox "$SANDBOX"} \
     --timeout 60 --total-timeout 600 --gradescope "$RESULTS"
 status=$?
 if [ ! -s "$RESULTS" ]; then
