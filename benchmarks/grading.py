@@ -56,7 +56,9 @@ def run_grade(paths: list[Path], jobs: int = 1, extra: list[str] | tuple[str, ..
         proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
         dt = time.perf_counter() - t0
         if proc.returncode != 0 or not out.exists():
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+            # Exit 1 means a submission could not be graded: its "NOT GRADED" line says why.
+            lines = (proc.stdout + "\n" + proc.stderr).strip().splitlines()
+            tail = [ln.strip() for ln in lines if "NOT GRADED" in ln][:2] or lines[-3:]
             opts = " ".join(a for a in extra if a.startswith("--"))  # option names; temp paths are noise
             raise RuntimeError(f"coursekit grade --jobs {jobs} --json {opts} exited {proc.returncode}: {' | '.join(tail)}")
         return dt, json.loads(out.read_text())

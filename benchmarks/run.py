@@ -36,6 +36,7 @@ if __package__ in (None, ""):  # run as a script: make the ``benchmarks`` packag
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import OUT_DIR, NotAvailable, error_text, loadavg, machine, now  # noqa: E402
+from benchmarks.grading import grade_options  # noqa: E402
 from benchmarks.report import render_markdown, write_results  # noqa: E402
 from benchmarks.sections import SECTIONS, default_keys  # noqa: E402
 
@@ -99,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.dry_run:
         print("would measure: " + ", ".join(f"{k} ({SECTIONS[k].NAME})" for k in wanted), file=sys.stderr)
+        try:
+            print("coursekit grade options: " + " ".join(sorted(grade_options())), file=sys.stderr)
+        except NotAvailable as exc:
+            print(f"coursekit grade: not available ({exc})", file=sys.stderr)
         if previous is not None:
             print(render_markdown(previous), end="")
         return 0
