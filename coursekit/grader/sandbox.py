@@ -69,6 +69,22 @@ class Limits:
     cpu_seconds: int = 900
     tmp_size: int = 256 * 2**20
 
+    @classmethod
+    def from_env(cls) -> Limits:
+        """Defaults, overridden by ``COURSEKIT_SANDBOX_MEMORY_MB``, ``..._PROCESSES``, ``..._FILE_SIZE_MB``,
+        ``..._CPU_SECONDS`` (e.g. a smaller memory cap in tests, a larger one for a heavy lesson)."""
+        scale = {"memory": 2**20, "processes": 1, "file_size": 2**20, "cpu_seconds": 1}
+        env = {"memory": "MEMORY_MB", "processes": "PROCESSES", "file_size": "FILE_SIZE_MB", "cpu_seconds": "CPU_SECONDS"}
+        kw = {}
+        for field_name, suffix in env.items():
+            raw = os.environ.get("COURSEKIT_SANDBOX_" + suffix)
+            if raw:
+                try:
+                    kw[field_name] = int(raw) * scale[field_name]
+                except ValueError:
+                    raise ValueError(f"COURSEKIT_SANDBOX_{suffix}: expected an integer (got {raw!r})") from None
+        return cls(**kw)
+
     def __post_init__(self):
         for name in ("memory", "processes", "file_size", "cpu_seconds", "tmp_size"):
             v = getattr(self, name)
@@ -136,7 +152,7 @@ def resolve(mode: str, limits: Limits | None = None) -> tuple[Sandbox | None, st
         return None, "none"
     reason = check()
     if reason is None:
-        return Sandbox(bwrap_path(), limits or Limits()), "bwrap"
+        return Sandbox(bwrap_path(), limits or Limits.from_env()), "bwrap"
     if mode == "require":
         raise SandboxUnavailable(f"{reason}; {INSTALL_HINT}")
     return None, f"UNSANDBOXED: {reason} (the kernel ran with the grader's permissions; {INSTALL_HINT})"
@@ -184,15 +200,17 @@ class Sandbox:
         masked = [Path("/tmp")]
         if home != Path("/") and home.is_dir():
             # the grader's home holds its credentials and ~/.ipython startup files: hide it
-            args += ["--tmpfs", str(home)]
+            args += ["--perms", "0755", "--size", str(2**20), "--tmpfs", str(home)]
             masked.append(home)
         for root in _python_roots():  # bind back read-only what Python needs (e.g. a pyenv interpreter)
             if any(root != m and _under(root, m) for m in masked) and not any(_under(root, Path(w)) for w in writable):
                 args += ["--ro-bind", str(root), str(root)]
+        if len(masked) > 1:
+            args += ["--remount-ro", str(home)]  # after the binds below it: nothing writable there
         for h in hidden:
             h = Path(os.path.realpath(h))
-            if h.is_dir() and h != Path("/"):
-                args += ["--tmpfs", str(h)]
+            if h.is_dir() and h != Path("/") and not any(_under(Path(w).resolve(), h) for w in writable):
+                args += ["--size", str(2**20), "--tmpfs", str(h), "--remount-ro", str(h)]
         for w in writable:
             w = os.path.realpath(w)
             args += ["--bind", w, w]
