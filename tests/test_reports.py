@@ -30,7 +30,7 @@ import pytest
 from coursekit.grader import cli as grading_cli
 from coursekit.grader.feedback import write_feedback
 from coursekit.grader.gradescope import gradescope_report
-from coursekit.grader.reports import classroom_report, format_table, learner_id, write_gradebook
+from coursekit.grader.reports import classroom_report, format_table, hint_of, learner_id, write_gradebook
 from coursekit.grader.results import NotebookResult, TaskResult
 from coursekit.tasks import TASKS
 
@@ -109,7 +109,7 @@ def test_the_run_graded_as_expected(run):
     assert (r["alice"].score, r["alice"].max_score) == (2, 2)
     assert r["bob"].score == 0 and {t.status for t in r["bob"].tasks} == {"missing"}
     assert [t.status for t in r["dave"].tasks] == ["error", "fail"]
-    assert "hint:" in r["dave"].tasks[1].message
+    assert hint_of(r["dave"].tasks[1])[1]  # the unbiased variance is recognised
     assert r["carol"].error and not r["carol"].tasks
 
 
@@ -152,8 +152,9 @@ def test_classroom_shows_every_failed_tasks_feedback(run):
     for t in dave.tasks:
         entry = tests[f"{t.id} (dave/{STEM}.ipynb)"]
         assert entry["status"] == "error" and entry["message"].startswith(f"{t.status}: ")
-        assert t.message in entry["message"]
-    assert "hint:" in tests[f"02.batch_norm_train (dave/{STEM}.ipynb)"]["message"]
+        what, hint = hint_of(t)
+        assert what in entry["message"] and hint in entry["message"]
+    assert hint_of(dave.tasks[1])[1] in tests[f"02.batch_norm_train (dave/{STEM}.ipynb)"]["message"]
     assert len(tests) == 7  # names are unique: same file names get their folder
     passed = [t for t in tests.values() if t["status"] == "pass"]
     assert len(passed) == 2 and all(t["score"] == t["max_score"] == 1 for t in passed)
@@ -303,6 +304,24 @@ def test_points_per_task_reach_every_format(tmp_path):
     assert "| 3/3 |" in md.read_text() and "| 0/0.5 |" in md.read_text()
 
 
+def test_hint_and_case_fields_reach_every_format(tmp_path):
+    """A result carrying ``hint`` and ``case`` apart from its message (the task definitions' form):
+    the hint shows once in Classroom and Gradescope and under "Hint" in feedback, with the failing case."""
+    t = TaskResult("02.batch_norm_train", 0, 1, "fail", "case 3: y: max error 0.12 — hint: use the biased variance")
+    t.hint, t.case = "use the biased variance", "case 3 shape (2, 3, 4) float64"
+    r = NotebookResult("subs/erin/02_bn_forward_exercises.ipynb", 0, 1, [t], lesson="02")
+    assert hint_of(t) == ("case 3: y: max error 0.12", "use the biased variance")
+    (test,) = classroom_report([r])["tests"]
+    assert test["status"] == "error" and test["message"].count("use the biased variance") == 1
+    (gs,) = gradescope_report([r])["tests"]
+    assert gs["output"].count("use the biased variance") == 1 and gs["status"] == "failed"
+    for fmt in ("md", "html"):
+        (f,) = write_feedback([r], tmp_path / fmt, fmt, ["subs"])
+        text = f.read_text()
+        assert text.count("use the biased variance") == 1 and "case 3 shape (2, 3, 4) float64" in text
+        assert "case 3: y: max error 0.12" in text and "Hint:" in text
+
+
 def test_graded_points_are_the_task_definitions(run):
     """max_points of every graded task is ``Task.points`` of its definition (default 1)."""
     for r in run["results"].values():
@@ -341,8 +360,8 @@ def test_feedback_one_file_per_submission_with_verdict_case_and_hint(run):
     assert "**2/2 points**" in files["alice"] and files["alice"].count("| passed |") == 2
     assert files["bob"].count("| not answered |") == 2
     dave = run["results"]["dave"]
-    what, _, hint = dave.tasks[1].message.partition("; hint: ")
-    assert what in files["dave"] and hint in files["dave"] and "**Hint:**" in files["dave"]
+    what, hint = hint_of(dave.tasks[1])
+    assert hint and what in files["dave"] and hint in files["dave"] and "**Hint:**" in files["dave"]
     assert "| wrong result |" in files["dave"] and "| your code raised an error |" in files["dave"]
     assert re.search(r"case \d+", files["dave"])
     assert "Not graded" in files["carol"] and "0/2 points" in files["carol"]

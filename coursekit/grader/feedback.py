@@ -60,7 +60,11 @@ def feedback_markdown(r: NotebookResult, learner: str) -> str:
         if t.status == "pass":
             continue
         what, hint = hint_of(t)
-        lines += ["", f"## {_code(t.id)}: {_VERDICT.get(t.status, t.status)}", "", _fence(what or t.status)]
+        lines += ["", f"## {_code(t.id)}: {_VERDICT.get(t.status, t.status)}", ""]
+        case = getattr(t, "case", None)
+        if case and case not in what:
+            lines += [f"Failing case: {_code(case)}", ""]
+        lines.append(_fence(what or t.status))
         if hint:
             lines += ["", "**Hint:**", "", _fence(hint)]
     return "\n".join(lines) + "\n"
@@ -94,7 +98,11 @@ def feedback_html(r: NotebookResult, learner: str) -> str:
         if t.status == "pass":
             continue
         what, hint = hint_of(t)
-        out += [f"<h2><code>{e(t.id)}</code>: {e(_VERDICT.get(t.status, t.status))}</h2>", f"<pre>{e(what or t.status)}</pre>"]
+        out.append(f"<h2><code>{e(t.id)}</code>: {e(_VERDICT.get(t.status, t.status))}</h2>")
+        case = getattr(t, "case", None)
+        if case and case not in what:
+            out.append(f"<p>Failing case: <code>{e(case)}</code></p>")
+        out.append(f"<pre>{e(what or t.status)}</pre>")
         if hint:
             out.append(f"<p><strong>Hint:</strong></p><pre>{e(hint)}</pre>")
     out.append("</body></html>")

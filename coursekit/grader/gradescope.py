@@ -19,7 +19,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from coursekit.grader.reports import display_names, expected_max, format_points
+from coursekit.grader.reports import display_names, expected_max, feedback_text, format_points
 from coursekit.grader.results import NotebookResult
 
 __all__ = ["gradescope_report", "write_bundle", "SETUP_SH", "RUN_AUTOGRADER", "add_arguments", "run"]
@@ -44,7 +44,7 @@ def gradescope_report(results: list[NotebookResult], note: str = "") -> dict:
             ok = t.status == "pass"
             tests.append({"name": f"{t.id} ({name})", "score": t.points, "max_score": t.max_points,
                           "status": "passed" if ok else "failed",
-                          "output": "pass" if ok else f"{t.status}: {t.message or 'no feedback'}", "visibility": "visible"})
+                          "output": "pass" if ok else f"{t.status}: {feedback_text(t)}", "visibility": "visible"})
     score = sum(t["score"] for t in tests)
     total = sum(t["max_score"] for t in tests)
     summary = [note] if note else []

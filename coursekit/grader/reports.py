@@ -20,7 +20,7 @@ from pathlib import Path
 from coursekit.grader.results import NotebookResult, TaskResult
 
 __all__ = ["format_table", "format_points", "classroom_report", "classroom_base64", "display_names", "learner_id",
-           "gradebook_rows", "write_gradebook", "hint_of", "expected_max", "emit"]
+           "gradebook_rows", "write_gradebook", "hint_of", "feedback_text", "expected_max", "emit"]
 
 
 def format_points(x) -> str:
@@ -52,14 +52,24 @@ def display_names(results: list[NotebookResult]) -> list[str]:
     return [f"{Path(r.notebook).parent.name}/{n}" if names.count(n) > 1 else n for r, n in zip(results, names)]
 
 
+_HINT_SEP = re.compile(r"(?:;| —) hint: ")
+
+
 def hint_of(task: TaskResult) -> tuple[str, str]:
-    """(what failed, hint) of a task's feedback: the ``case``/``hint`` fields if the result has them,
-    else the message split at its ``"; hint: "``."""
-    hint = getattr(task, "hint", None)
-    if hint is not None:
-        return (getattr(task, "case", None) or task.message), hint
-    what, _, hint = task.message.partition("; hint: ")
-    return what, hint
+    """(what failed, hint) of a task's feedback: the message without its hint, and the hint (the
+    result's ``hint`` field, else what follows ``"; hint: "`` or ``" — hint: "`` in the message)."""
+    parts = _HINT_SEP.split(task.message, maxsplit=1)
+    hint = getattr(task, "hint", None) or (parts[1] if len(parts) > 1 else "")
+    return parts[0], hint
+
+
+def feedback_text(task: TaskResult) -> str:
+    """A task's whole feedback on one line: the message, and the hint if the result keeps it apart."""
+    what, hint = hint_of(task)
+    text = task.message or what
+    if hint and hint not in text:
+        text = f"{text}; hint: {hint}"
+    return text or "no feedback"
 
 
 def expected_max(result: NotebookResult):
@@ -98,7 +108,7 @@ def classroom_report(results: list[NotebookResult], note: str = "") -> dict:
             ok = t.status == "pass"
             tests.append({"name": f"{t.id} ({name})", "status": "pass" if ok else "error", "score": t.points,
                           "max_score": t.max_points,
-                          "message": "pass" if ok else f"{t.status}: {t.message or 'no feedback'}",
+                          "message": "pass" if ok else f"{t.status}: {feedback_text(t)}",
                           "line_no": int(getattr(t, "line", None) or 0)})
     max_score = sum(expected_max(r) for r in results)
     ok = bool(results) and all(not r.error and r.score == r.max_score for r in results)
