@@ -1,0 +1,493 @@
+"""Experiments of lesson 01 (why normalize): many small MLPs trained side by side, BN vs plain.
+
+Lesson 01 tests each advantage claimed for BatchNorm with sweeps over seeds, learning rates and
+initial weight scales: a few hundred runs of an 8 x 10 tanh MLP. One at a time that takes far
+longer than a lesson may run, because a step of such a tiny network is almost all per-operation
+overhead. ``ParallelMLP`` therefore holds ``K`` networks of one architecture as stacked weight
+tensors and runs them with batched matrix products: each network keeps its own weights, its own
+BatchNorm statistics, its own data, batches and learning rate, so the result is the one
+``coursekit.lab.training.fit`` gives for each network alone (``tests/test_why_normalize.py``
+checks this), only many times faster.
+
+* ``ParallelMLP``: ``K`` copies of ``training.mlp`` networks, stacked;
+* ``train_parallel`` / ``ParallelRun``: Adam training of all ``K`` at once, with per-epoch test
+  losses, optional noise injected after each BN layer (Santurkar et al., 2018), a per-step
+  smoothness measure and a per-step measure of how far each layer's input distribution moves;
+* ``seed_net`` / ``train_grid``: the lesson's networks, and a sweep (learning rates or weight
+  scales x seeds) trained as one ``ParallelMLP``;
+* ``layer_gradient_norms``: per-layer weight-gradient norms of a network (vanishing gradients);
+* ``predict_the_mean_mse``: the "learned nothing" level of a regression;
+* ``plot_sweep``: final test loss against a swept setting, one line per network kind.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from coursekit.lab.data import Split
+from coursekit.lab.training import mlp
+
+__all__ = [
+    "ParallelMLP", "ParallelRun", "train_parallel", "seed_net", "train_grid", "layer_gradient_norms", "predict_the_mean_mse",
+    "plot_sweep",
+]
+
+
+def _as_list(value, k: int, name: str) -> list[float]:
+    """A scalar repeated ``k`` times, or a sequence of length ``k``, as floats."""
+    if isinstance(value, (int, float)):
+        return [float(value)] * k
+    values = [float(v) for v in value]
+    if len(values) != k:
+        raise ValueError(f"expected {name} to be a number or {k} numbers, one per network (got {len(values)})")
+    return values
+
+
+class ParallelMLP:
+    """``K`` MLPs of one architecture (built by ``training.mlp``) trained and evaluated side by side.
+
+    Introduced in lesson 01. Network ``k`` computes exactly what ``nets[k]`` computes: for each hidden
+    block ``h <- act(BN(h W^T + b))`` (BN only if the networks have it), then a linear head. Weights
+    are copied, never shared: training a ``ParallelMLP`` leaves ``nets`` untouched.
+
+    In training mode each network's BatchNorm uses the mean and (biased) variance of *its own*
+    batch and updates its running statistics with PyTorch's momentum convention
+    (``r <- (1 - momentum) r + momentum * stat``, unbiased variance), as ``nn.BatchNorm1d`` does;
+    eval mode uses the running statistics.
+
+    Args:
+        nets: ``nn.Sequential`` networks from ``training.mlp`` with identical layer shapes and the
+            same ``batch_norm`` choice.
+        dropout: probability of zeroing each hidden activation in training mode (inverted dropout,
+            applied after each activation). Default: 0.
+
+    Shape:
+        input ``(K, B, in_features)``, output ``(K, B, out_features)``.
+
+    Example::
+
+        >>> from coursekit.lab.training import mlp
+        >>> nets = [mlp(depth=3, batch_norm=True) for _ in range(4)]
+        >>> ParallelMLP(nets)(torch.randn(4, 16, 1)).shape
+        torch.Size([4, 16, 1])
+    """
+
+    def __init__(self, nets: Sequence[nn.Sequential], dropout: float = 0.0):
+        if len(nets) < 1:
+            raise ValueError("expected at least one network (got none)")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"expected 0 <= dropout < 1 (got {dropout})")
+        layouts = [tuple((type(m).__name__, tuple(getattr(m, "weight", torch.empty(0)).shape)) for m in net)
+                   for net in nets]
+        if any(layout != layouts[0] for layout in layouts):
+            raise ValueError("expected networks with identical layers (got different layer types or shapes)")
+        first = nets[0]
+        linears = [i for i, m in enumerate(first) if isinstance(m, nn.Linear)]
+        if not linears or linears[-1] != len(first) - 1:
+            raise ValueError("expected an mlp: Linear -> [BatchNorm1d] -> activation blocks, then a Linear head")
+        self.batch_norm = any(isinstance(m, nn.BatchNorm1d) for m in first)
+        self.activation = first[linears[0] + (2 if self.batch_norm else 1)]
+        bns = [m for m in first if isinstance(m, nn.BatchNorm1d)]
+        self.momentum = bns[0].momentum if bns else None
+        self.eps = bns[0].eps if bns else None
+        self.dropout = dropout
+        self.num_models = len(nets)
+
+        def stack(get) -> torch.Tensor:
+            return torch.stack([get(net).detach().clone() for net in nets])
+
+        # weights stored transposed, (K, in, out), so a layer is one batched matmul x @ W + b
+        self.weight = [stack(lambda n, i=i: n[i].weight.t()) for i in linears]
+        self.bias = [stack(lambda n, i=i: n[i].bias.unsqueeze(0)) for i in linears]
+        bn_idx = [i for i, m in enumerate(first) if isinstance(m, nn.BatchNorm1d)]
+        self.bn_weight = [stack(lambda n, i=i: n[i].weight.unsqueeze(0)) for i in bn_idx]
+        self.bn_bias = [stack(lambda n, i=i: n[i].bias.unsqueeze(0)) for i in bn_idx]
+        self.running_mean = [stack(lambda n, i=i: n[i].running_mean.unsqueeze(0)) for i in bn_idx]
+        self.running_var = [stack(lambda n, i=i: n[i].running_var.unsqueeze(0)) for i in bn_idx]
+        for p in self.parameters():
+            p.requires_grad_(True)
+
+    def recalibrated(self, x: torch.Tensor) -> "ParallelMLP":
+        """A copy whose running statistics are the exact batch statistics of ``x`` (one pass).
+
+        Eval mode then normalizes with the mean and unbiased variance of the whole of ``x``, what
+        ``torch.optim.swa_utils.update_bn`` computes with one batch; ``self`` is left untouched.
+        """
+        twin = copy.copy(self)
+        twin.running_mean = [r.clone() for r in self.running_mean]
+        twin.running_var = [r.clone() for r in self.running_var]
+        if self.batch_norm:
+            twin.momentum = 1.0
+            with torch.no_grad():
+                twin(x, training=True)
+            twin.momentum = self.momentum
+        return twin
+
+    @property
+    def depth(self) -> int:
+        """Number of hidden blocks."""
+        return len(self.weight) - 1
+
+    def parameters(self) -> list[torch.Tensor]:
+        """All trainable tensors, each with the network index as its first dimension."""
+        return self.weight + self.bias + self.bn_weight + self.bn_bias
+
+    def __call__(self, x: torch.Tensor, training: bool = False, noise=None, update_stats: bool = True,
+                 record: list | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Forward pass of all networks.
+
+        Args:
+            x: ``(K, B, in_features)``, one batch per network.
+            training: batch statistics (True) or running statistics (False). Default: False.
+            noise: optional list of ``(scale, shift)`` per hidden layer, each ``(K, 1, hidden)``,
+                applied after BN as ``scale * z + shift`` (noise injection, lesson 01 section 7).
+            update_stats: in training mode, update the running statistics. Default: True.
+            record: if a list, the input of every activation (the pre-activation) is appended.
+            generator: random generator of dropout. Default: the global one.
+        """
+        if x.dim() != 3 or x.shape[0] != self.num_models:
+            raise ValueError(f"expected input of shape ({self.num_models}, B, features) (got {tuple(x.shape)})")
+        h = x
+        for layer in range(self.depth):
+            h = torch.baddbmm(self.bias[layer], h, self.weight[layer])
+            if self.batch_norm:
+                if training:
+                    mean = h.mean(dim=1, keepdim=True)
+                    var = h.var(dim=1, unbiased=False, keepdim=True)
+                    if update_stats:
+                        with torch.no_grad():
+                            n = h.shape[1]
+                            m = self.momentum
+                            self.running_mean[layer].mul_(1 - m).add_(m * mean)
+                            self.running_var[layer].mul_(1 - m).add_(m * var * n / max(n - 1, 1))
+                else:
+                    mean, var = self.running_mean[layer], self.running_var[layer]
+                h = (h - mean) / torch.sqrt(var + self.eps) * self.bn_weight[layer] + self.bn_bias[layer]
+            if noise is not None:
+                scale, shift = noise[layer]
+                h = h * scale + shift
+            if record is not None:
+                record.append(h)
+            h = self.activation(h)
+            if self.dropout and training:
+                keep = torch.rand(h.shape, generator=generator) >= self.dropout
+                h = h * keep / (1 - self.dropout)
+        return torch.baddbmm(self.bias[-1], h, self.weight[-1])
+
+
+@dataclass
+class ParallelRun:
+    """What ``train_parallel`` recorded, one row per network.
+
+    Attributes:
+        test_loss: ``(K, epochs)`` test MSE in eval mode after each epoch.
+        test_loss_recalibrated: ``(K, epochs)`` the same with BatchNorm's running statistics
+            replaced by the statistics of the whole training set (as ``update_bn`` would set
+            them, lesson 06); equal to ``test_loss`` for networks without BN.
+        train_loss: ``(K,)`` final MSE on the whole training set in eval mode, with recalibrated
+            statistics.
+        path: measurements along the training path, each ``(K, measured steps)`` (empty unless
+            ``smoothness=True``): ``"grad"`` ``||g(theta_t)||``, ``"grad_change"``
+            ``||g(theta_{t+1}) - g(theta_t)||`` and ``"step"`` ``||theta_{t+1} - theta_t||``, all on
+            the step's batch, and ``"loss_change"`` ``|L(theta_{t+1}) - L(theta_t)|`` on that batch.
+        shift: ``(K, measured steps)`` how far the activation inputs' distribution moved over each step
+            (empty unless requested).
+        model: the trained ``ParallelMLP``.
+    """
+
+    test_loss: torch.Tensor
+    test_loss_recalibrated: torch.Tensor
+    train_loss: torch.Tensor
+    model: ParallelMLP
+    path: dict = field(default_factory=dict)
+    shift: torch.Tensor = field(default_factory=lambda: torch.empty(0))
+
+
+def _per_model_sq_norm(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    return sum(t.pow(2).flatten(1).sum(dim=1) for t in tensors)
+
+
+def _distribution(model: ParallelMLP, x: torch.Tensor, noise) -> torch.Tensor:
+    """Mean and std of every activation input over the batch ``x``: ``(K, 2 * layers * hidden)``."""
+    pre: list[torch.Tensor] = []
+    with torch.no_grad():
+        model(x, training=True, noise=noise, update_stats=False, record=pre)
+    return torch.cat([torch.cat([p.mean(dim=1), p.std(dim=1, unbiased=False)], dim=1) for p in pre], dim=1)
+
+
+def train_parallel(model: ParallelMLP, splits: Sequence[Split], lr, seeds: Sequence[int], *, epochs: int = 6,
+                   batch_size: int = 64, noise: tuple[float, float] | None = None, noise_seed: int = 0,
+                   smoothness: bool = False, shift_probe: int = 0, measure_every: int = 1,
+                   dropout_seed: int = 0) -> ParallelRun:
+    """Train every network of ``model`` with Adam on its own data; evaluate after each epoch.
+
+    Introduced in lesson 01. For network ``k`` this is ``training.fit(nets[k], splits[k].x_train,
+    ..., lr=lr[k], seed=seeds[k])``: the same batches (a fresh permutation per epoch from a
+    generator seeded with ``seeds[k]``, the last incomplete batch dropped), MSE loss, Adam with
+    PyTorch's defaults (betas 0.9, 0.999, eps 1e-8), and the test MSE in eval mode after each epoch.
+
+    Optional measurements, for the discussion of *why* BN helps (Santurkar et al., 2018):
+
+    * ``noise=(a, b)``: at every step, each BN output unit gets a new random affine distortion
+      ``z -> s z + m`` with ``m ~ U(-a, a)`` and ``log s ~ U(-log b, log b)``: the distribution
+      of every layer's input changes at every step (injected "internal covariate shift"). Eval
+      mode uses no noise (``s = 1``, the median, and ``m = 0``, the mean).
+    * ``smoothness=True``: after each step, the gradient on the same batch is recomputed at the
+      new parameters; ``||g_new - g_old|| / ||step||`` estimates how fast the gradient changes
+      along the training path (a local Lipschitz constant of the gradient, "beta-smoothness").
+    * ``shift_probe=P``: after each step, the mean and std of every activation input over the
+      first ``P`` training points are recomputed (training mode, running statistics untouched);
+      ``shift`` is the mean absolute change of these numbers over the step.
+
+    Args:
+        model: the networks (trained in place).
+        splits: one ``Split`` per network, all of the same sizes.
+        lr: one learning rate, or one per network.
+        seeds: one shuffling seed per network.
+        epochs: passes over the training data. Default: 6.
+        batch_size: samples per step. Default: 64.
+        noise: ``(a, b)`` of the injected noise, or None. Default: None.
+        noise_seed, dropout_seed: seeds of the noise and dropout generators. Default: 0.
+        smoothness: record the smoothness measure. Default: False.
+        shift_probe: number of training points used to measure distribution shift (0: off).
+        measure_every: take the smoothness and shift measurements at every ``measure_every``-th
+            step only (steps 1, 1 + measure_every, ...), to save time. Default: 1.
+
+    Returns:
+        A ``ParallelRun``.
+    """
+    k = model.num_models
+    lrs = torch.tensor(_as_list(lr, k, "lr"))
+    if any(v <= 0 for v in lrs.tolist()):
+        raise ValueError(f"expected positive learning rates (got {lrs.tolist()})")
+    if len(splits) != k or len(seeds) != k:
+        raise ValueError(f"expected {k} splits and {k} seeds, one per network (got {len(splits)} and {len(seeds)})")
+    if epochs < 1:
+        raise ValueError(f"expected epochs >= 1 (got {epochs})")
+    if noise is not None and (len(noise) != 2 or noise[0] < 0 or noise[1] < 1):
+        raise ValueError(f"expected noise=(a, b) with a >= 0 and b >= 1 (got {noise})")
+    sizes = {(len(s.x_train), len(s.x_test)) for s in splits}
+    if len(sizes) != 1:
+        raise ValueError(f"expected splits of equal sizes (got {sorted(sizes)})")
+    x_train = torch.stack([s.x_train for s in splits])
+    y_train = torch.stack([s.y_train for s in splits])
+    x_test = torch.stack([s.x_test for s in splits])
+    y_test = torch.stack([s.y_test for s in splits])
+    n = x_train.shape[1]
+    if not 1 < batch_size <= n:
+        raise ValueError(f"expected 2 <= batch_size <= {n} (got {batch_size})")
+    if not 0 <= shift_probe <= n:
+        raise ValueError(f"expected 0 <= shift_probe <= {n} (got {shift_probe})")
+    if measure_every < 1:
+        raise ValueError(f"expected measure_every >= 1 (got {measure_every})")
+
+    params = model.parameters()
+    # Adam state, one entry per parameter tensor; the learning rate broadcasts over each network's slice
+    exp_avg = [torch.zeros_like(p) for p in params]
+    exp_avg_sq = [torch.zeros_like(p) for p in params]
+    beta1, beta2, adam_eps = 0.9, 0.999, 1e-8
+    lr_views = [lrs.view(-1, *([1] * (p.dim() - 1))) for p in params]
+    shufflers = [torch.Generator().manual_seed(int(s)) for s in seeds]
+    noise_gen = torch.Generator().manual_seed(noise_seed)
+    drop_gen = torch.Generator().manual_seed(dropout_seed)
+    rows = torch.arange(k).unsqueeze(1)
+    hidden = model.weight[0].shape[2]
+
+    def draw_noise():
+        if noise is None:
+            return None
+        a, b = noise
+        out = []
+        for _ in range(model.depth):
+            shift = (torch.rand(k, 1, hidden, generator=noise_gen) * 2 - 1) * a
+            scale = torch.exp((torch.rand(k, 1, hidden, generator=noise_gen) * 2 - 1) * math.log(b))
+            out.append((scale, shift))
+        return out
+
+    def losses(xb, yb, noise_now, update_stats=True):
+        out = model(xb, training=True, noise=noise_now, update_stats=update_stats, generator=drop_gen)
+        return (out - yb).pow(2).mean(dim=(1, 2))
+
+    test_curve, recal_curve, smooth, shifts = [], [], [], []
+    probe = x_train[:, :shift_probe]
+    step = 0
+    noise_now = draw_noise()
+    for _ in range(epochs):
+        orders = torch.stack([torch.randperm(n, generator=g) for g in shufflers])
+        for start in range(0, n - n % batch_size, batch_size):
+            idx = orders[:, start:start + batch_size]
+            xb, yb = x_train[rows, idx], y_train[rows, idx]
+            measure = step % measure_every == 0
+            if shift_probe and measure:
+                before = _distribution(model, probe, noise_now)
+            loss_now = losses(xb, yb, noise_now)
+            grads = torch.autograd.grad(loss_now.sum(), params)
+            step += 1
+            bc1, bc2 = 1 - beta1 ** step, 1 - beta2 ** step
+            old = [p.detach().clone() for p in params] if smoothness and measure else None
+            with torch.no_grad():
+                for p, g, m, v, lr_p in zip(params, grads, exp_avg, exp_avg_sq, lr_views):
+                    m.lerp_(g, 1 - beta1)
+                    v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+                    denom = (v.sqrt() / math.sqrt(bc2)).add_(adam_eps)
+                    p.sub_(lr_p / bc1 * m / denom)
+            if smoothness and measure:
+                # same batch, same noise, new parameters; the running statistics stay as they are
+                loss_new = losses(xb, yb, noise_now, update_stats=False)
+                new_grads = torch.autograd.grad(loss_new.sum(), params)
+                smooth.append(torch.stack([
+                    _per_model_sq_norm(grads).sqrt(),
+                    _per_model_sq_norm([a - b for a, b in zip(new_grads, grads)]).sqrt(),
+                    _per_model_sq_norm([p.detach() - o for p, o in zip(params, old)]).sqrt(),
+                    (loss_new - loss_now).detach().abs(),
+                ]))
+            # the next step's noise is drawn now: the shift compares what step t and step t+1 see
+            noise_now = draw_noise()
+            if shift_probe and measure:
+                shifts.append((_distribution(model, probe, noise_now) - before).abs().mean(dim=1))
+        with torch.no_grad():
+            test_curve.append((model(x_test) - y_test).pow(2).mean(dim=(1, 2)))
+            recal_curve.append((model.recalibrated(x_train)(x_test) - y_test).pow(2).mean(dim=(1, 2)))
+    with torch.no_grad():
+        train_loss = (model.recalibrated(x_train)(x_train) - y_train).pow(2).mean(dim=(1, 2))
+    return ParallelRun(
+        test_loss=torch.stack(test_curve, dim=1), test_loss_recalibrated=torch.stack(recal_curve, dim=1),
+        train_loss=train_loss, model=model,
+        path=(dict(zip(("grad", "grad_change", "step", "loss_change"), torch.stack(smooth, dim=2)))
+              if smooth else {}),
+        shift=torch.stack(shifts, dim=1) if shifts else torch.empty(0),
+    )
+
+
+def seed_net(batch_norm: bool, seed: int, weight_std: float | None = 0.1, bias_init: float | None = -0.2,
+             bn_momentum: float = 0.5, hidden: int = 10, depth: int = 8) -> nn.Sequential:
+    """The seed experiment's network: ``depth`` x ``hidden`` tanh MLP, N(0, weight_std**2) weights, constant bias.
+
+    Introduced in lesson 01. The defaults are the seed article's: weight std 0.1, bias -0.2, 8 layers
+    of 10 tanh units, BN momentum 0.5 (PyTorch's convention). ``torch.manual_seed(seed)`` is set
+    first, so the same seed gives the same weights with and without BN.
+    """
+    torch.manual_seed(seed)
+    return mlp(in_features=1, hidden=hidden, depth=depth, out_features=1, activation=nn.Tanh,
+               batch_norm=batch_norm, bn_momentum=bn_momentum, weight_std=weight_std, bias_init=bias_init)
+
+
+def train_grid(batch_norm: bool, splits: Mapping[int, Split], seeds: Sequence[int], *, lr=0.03,
+               weight_std=0.1, bias_init: float | None = -0.2, bn_momentum: float = 0.5, hidden: int = 10,
+               depth: int = 8, dropout: float = 0.0, **train_kw) -> tuple[ParallelRun, torch.Tensor]:
+    """Train ``seed_net`` networks for every (setting, seed) pair at once and return the final test losses.
+
+    Introduced in lesson 01. ``lr`` or ``weight_std`` may be a sequence of values (the swept
+    setting); every value is combined with every seed. Network ``(i, j)`` has setting ``i``, is
+    initialised with ``seeds[j]``, trained on ``splits[seeds[j]]`` with shuffling seed ``seeds[j]``.
+
+    Args:
+        batch_norm: with or without BatchNorm before each tanh.
+        splits: the data of every seed.
+        seeds: the seeds to run.
+        lr, weight_std: a number, or a sequence (at most one of the two). Defaults: 0.03 and 0.1.
+        bias_init, bn_momentum, hidden, depth: as in ``seed_net``.
+        dropout: dropout probability (``ParallelMLP``). Default: 0.
+        **train_kw: passed to ``train_parallel`` (``epochs``, ``batch_size``, ``noise``, ...).
+
+    Returns:
+        ``(run, final)``: the ``ParallelRun`` (rows ordered setting-major) and the final test MSE
+        with recalibrated statistics as a ``(settings, seeds)`` tensor.
+    """
+    swept = [name for name, v in (("lr", lr), ("weight_std", weight_std))
+             if v is not None and not isinstance(v, (int, float))]
+    if len(swept) > 1:
+        raise ValueError(f"expected at most one swept setting (got sequences for {swept})")
+    if not seeds:
+        raise ValueError("expected at least one seed (got none)")
+    missing = [s for s in seeds if s not in splits]
+    if missing:
+        raise ValueError(f"expected a split for every seed (got none for seeds {missing})")
+    lrs = list(lr) if swept == ["lr"] else [lr]
+    stds = list(weight_std) if swept == ["weight_std"] else [weight_std]
+    grid = [(a, b, s) for a in lrs for b in stds for s in seeds]
+    nets = [seed_net(batch_norm, s, weight_std=b, bias_init=bias_init, bn_momentum=bn_momentum,
+                     hidden=hidden, depth=depth) for _, b, s in grid]
+    run = train_parallel(ParallelMLP(nets, dropout=dropout), [splits[s] for *_, s in grid],
+                         [a for a, _, _ in grid], [s for *_, s in grid], **train_kw)
+    return run, run.test_loss_recalibrated[:, -1].reshape(-1, len(seeds))
+
+
+def layer_gradient_norms(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[float]:
+    """Norm of the MSE loss's gradient with respect to each Linear layer's weight, input to output.
+
+    Introduced in lesson 01 (vanishing gradients). One forward/backward pass on ``(x, y)`` in the
+    network's current mode; the network's ``.grad`` fields are left as they were.
+
+    Example::
+
+        >>> from coursekit.lab.training import mlp
+        >>> len(layer_gradient_norms(mlp(depth=3), torch.randn(8, 1), torch.randn(8, 1)))
+        4
+    """
+    weights = [m.weight for m in net.modules() if isinstance(m, nn.Linear)]
+    if not weights:
+        raise ValueError("expected a network with at least one nn.Linear layer (got none)")
+    if len(x) != len(y):
+        raise ValueError(f"expected as many targets as inputs (got {len(x)} inputs, {len(y)} targets)")
+    grads = torch.autograd.grad(nn.functional.mse_loss(net(x), y), weights)
+    return [float(g.norm()) for g in grads]
+
+
+def predict_the_mean_mse(split: Split) -> float:
+    """Test MSE of the constant model ``y = mean(y_train)``: the level of a model that learned nothing.
+
+    Introduced in lesson 01. On standardized targets it is close to 1 (the test variance of y).
+    """
+    return float(((split.y_test - split.y_train.mean()) ** 2).mean())
+
+
+def plot_sweep(values: Sequence[float], results: Mapping[str, torch.Tensor], ax=None, xlabel: str = "",
+               ylabel: str = "final test MSE", level: float | None = None, level_label: str = "",
+               colors: Mapping[str, str] | None = None, title: str | None = None, logy: bool = True):
+    """Final losses against a swept setting: per label, every seed as a dot and the median as a line.
+
+    Introduced in lesson 01 (learning-rate and initialisation sweeps).
+
+    Args:
+        values: the swept setting (x axis, drawn on a log scale).
+        results: maps a label to a ``(len(values), seeds)`` tensor of final losses.
+        level: optional horizontal reference line (e.g. predict-the-mean), with ``level_label``.
+        colors: optional colour per label.
+        logy: logarithmic y axis. Default: True.
+
+    Returns:
+        The ``Axes``.
+    """
+    import matplotlib.pyplot as plt
+
+    if not results:
+        raise ValueError("expected at least one result (got none)")
+    for label, r in results.items():
+        if r.dim() != 2 or r.shape[0] != len(values):
+            raise ValueError(f"expected {label!r} results of shape ({len(values)}, seeds) (got {tuple(r.shape)})")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3.2))
+    for label, r in results.items():
+        color = (colors or {}).get(label)
+        med = r.median(dim=1).values
+        (line,) = ax.plot(values, med, marker="o", lw=2, color=color, label=f"{label} (median)")
+        for j in range(r.shape[1]):
+            ax.scatter(values, r[:, j], s=12, alpha=0.5, color=line.get_color())
+    if level is not None:
+        ax.axhline(level, color="grey", ls="--", lw=1)
+        ax.text(values[0], level, level_label, va="bottom", fontsize=8, color="grey")
+    ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize=8)
+    return ax
