@@ -17,7 +17,7 @@ from pathlib import Path
 
 from benchmarks.common import REPO, NotAvailable
 
-__all__ = ["grade_options", "require_options", "run_grade", "scores", "exercise_notebooks"]
+__all__ = ["grade_options", "require_options", "run_grade", "scores", "isolation", "exercise_notebooks"]
 
 
 def parse_options(help_text: str) -> frozenset[str]:
@@ -68,6 +68,13 @@ def scores(payload) -> list[tuple[float, float]]:
     """(score, max_score) of each submission in a ``--json`` report (one object or a list)."""
     items = payload if isinstance(payload, list) else [payload]
     return [(r.get("score"), r.get("max_score")) for r in items]
+
+
+def isolation(payload) -> list[str]:
+    """The isolation the grader reports per submission (its ``sandbox`` field, e.g. "bwrap"), distinct values;
+    empty when the report has no such field."""
+    items = payload if isinstance(payload, list) else [payload]
+    return sorted({str(r["sandbox"]) for r in items if r.get("sandbox") is not None})
 
 
 def exercise_notebooks() -> dict[str, list[str]]:

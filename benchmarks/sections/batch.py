@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.common import iqr, median, ratios, yes
-from benchmarks.grading import grade_options, run_grade
+from benchmarks.grading import grade_options, isolation, run_grade
 from benchmarks.submissions import mixed_batch
 
 KEY, NAME = "h", "batch"
@@ -60,7 +60,7 @@ def run(quick: bool) -> dict:
     repeats = 1 if quick else 4  # even: each variant runs first equally often (the first run meets cold caches)
     times = {"json": [], "all": []}
     missing = [o for o in OUTPUTS if o not in options]
-    got, written = {}, {}
+    got, written, reported = {}, {}, set()
     with tempfile.TemporaryDirectory(prefix="coursekit-bench-batch-") as tmp:
         subs = mixed_batch(Path(tmp) / "submissions")
         root = Path(tmp) / "submissions"
@@ -72,6 +72,7 @@ def run(quick: bool) -> dict:
                 dt, payload = run_grade([root], jobs=JOBS, extra=extra)
                 times[variant].append(dt / len(subs))
                 got[variant] = _by_learner(payload, [s["learner"] for s in subs])
+                reported.update(isolation(payload))
                 if variant == "all":
                     written = {k: v for k, v in _written(out).items() if k not in missing}
     kinds = {s["learner"]: s["kind"] for s in subs}
@@ -87,6 +88,7 @@ def run(quick: bool) -> dict:
         "jobs": JOBS,
         "repeats": repeats,
         "sandbox": "grader default (--sandbox not passed)" if "--sandbox" in options else "no --sandbox option",
+        "reported_isolation": sorted(reported),
         "json_only_s_per_submission": round(per_sub, 2),
         "all_outputs_s_per_submission": round(median(times["all"]), 2),
         "all_outputs_options": [o for o in OUTPUTS if o not in missing],
@@ -111,7 +113,8 @@ def render(sec: dict) -> list[str]:
     mix = ", ".join(f"{n} {k}" for k, n in sec["mix"].items())
     out = [
         f"{sec['submissions']} submissions (lessons {', '.join(sec['lessons'])}: {mix}), one folder per learner, "
-        f"`--jobs {sec['jobs']}`, whole command timed; isolation: {sec['sandbox']}.", "",
+        f"`--jobs {sec['jobs']}`, whole command timed; isolation: {sec['sandbox']}, reported by the grader: "
+        f"{', '.join(sec.get('reported_isolation', [])) or '–'}.", "",
         "| outputs | s / submission (median) |", "|---|---|",
         f"| `--json` only | {sec['json_only_s_per_submission']} |",
         f"| `--json` {' '.join(f'`{o}`' for o in sec['all_outputs_options'])} | {sec['all_outputs_s_per_submission']} |",

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from benchmarks.common import REPO, NotAvailable, median, yes
-from benchmarks.grading import exercise_notebooks, grade_options, run_grade, scores
+from benchmarks.grading import exercise_notebooks, grade_options, isolation, run_grade, scores
 from benchmarks.kernels import execute_notebook
 
 KEY, NAME = "d", "grader"
@@ -42,13 +42,13 @@ def run(quick: bool) -> dict:
         raise NotAvailable("no solution notebook with answer cells in solutions/")
     solution = REPO / "solutions" / f"{stems[0]}.ipynb"
     repeats = 1 if quick else 3
-    plain, command, graded, score = [], [], [], None
+    plain, command, graded, score, reported = [], [], [], None, []
     for _ in range(repeats):  # interleaved: the plain executions, then grading, each repeat
         plain.append(execute_notebook(solution)[0])
         command.append(_plain_command(solution))
         dt, payload = run_grade([solution])
         graded.append(dt)
-        score = scores(payload)[0]
+        score, reported = scores(payload)[0], isolation(payload)
     p, c, g = median(plain), median(command), median(graded)
     # Like for like: both commands start a Python process and a kernel. The in-process nbclient
     # time (no interpreter start, imports already paid) is reported too, as the stricter baseline.
@@ -57,6 +57,7 @@ def run(quick: bool) -> dict:
         "repeats": repeats,
         # The grader's default isolation (sandbox overhead itself is section g).
         "sandbox": "grader default (--sandbox not passed)" if "--sandbox" in options else "no --sandbox option",
+        "reported_isolation": reported,
         "plain_nbclient_s": round(p, 2),
         "plain_command_s": round(c, 2),
         "coursekit_grade_s": round(g, 2),
@@ -99,7 +100,8 @@ def render(sec: dict) -> list[str]:
         "commands (interpreter, imports and kernel start included). Against the in-process nbclient time, which "
         f"pays none of that, grading is {sec.get('ratio_vs_in_process', '-')}x "
         f"(target met on that stricter baseline: {yes(sec.get('target_met_vs_in_process', False))}). "
-        f"Isolation: {sec.get('sandbox', 'no --sandbox option')}.",
+        f"Isolation: {sec.get('sandbox', 'no --sandbox option')}"
+        f"{', reported by the grader: ' + ', '.join(sec['reported_isolation']) if sec.get('reported_isolation') else ''}.",
         "",
         f"{sec['copies']} copies: `--jobs 1` {sec['jobs_1']['seconds']} s, `--jobs 2` {sec['jobs_2']['seconds']} s "
         f"(speed-up {sec['jobs_speedup']}×, one run each; all full score: "

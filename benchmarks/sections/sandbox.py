@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.common import NotAvailable, iqr, median, ratios, yes
-from benchmarks.grading import require_options, run_grade, scores
+from benchmarks.grading import isolation, require_options, run_grade, scores
 from benchmarks.submissions import solved_set
 
 KEY, NAME = "g", "sandbox"
@@ -21,7 +21,7 @@ def run(quick: bool) -> dict:
         raise NotAvailable("bubblewrap (bwrap) is not installed, so `--sandbox require` refuses to grade")
     repeats = 1 if quick else 6  # even: each mode runs first equally often (the first run meets cold caches)
     times = {"none": [], "require": []}
-    got = {}
+    got, reported = {}, {}
     with tempfile.TemporaryDirectory(prefix="coursekit-bench-sandbox-") as tmp:
         subs = solved_set(Path(tmp))
         paths = [s["path"] for s in subs]
@@ -29,7 +29,7 @@ def run(quick: bool) -> dict:
             for mode in (("none", "require") if rep % 2 == 0 else ("require", "none")):
                 dt, payload = run_grade(paths, jobs=1, extra=["--sandbox", mode])
                 times[mode].append(dt)
-                got[mode] = scores(payload)
+                got[mode], reported[mode] = scores(payload), isolation(payload)
     r = ratios(times["require"], times["none"])
     return {
         "submissions": [f"{s['learner']}/{s['path'].name} ({s['kind']})" for s in subs],
@@ -42,6 +42,7 @@ def run(quick: bool) -> dict:
         "ratio_require_over_none": round(median(r), 3),
         "ratio_iqr": iqr(r),
         "same_scores": got["none"] == got["require"],
+        "reported_isolation": reported,  # what the grader says it did in each mode (its JSON "sandbox" field)
         "scores": got["require"],
         "target": SANDBOX_TARGET,
         "target_met": median(r) <= SANDBOX_TARGET,
@@ -56,5 +57,6 @@ def render(sec: dict) -> list[str]:
         f"| {sec['none_s']} | {sec['require_s']} | {sec['ratio_require_over_none']} | "
         f"{sec['ratio_iqr'][0]}–{sec['ratio_iqr'][1]} | {sec['same_scores']} | ≤ {sec['target']}× | {yes(sec['target_met'])} |",
         "",
-        f"{sec['repeats']} interleaved repeat(s), order alternating; ratio = median of per-repeat ratios.",
+        f"{sec['repeats']} interleaved repeat(s), order alternating; ratio = median of per-repeat ratios. "
+        f"Isolation the grader reported: {sec.get('reported_isolation', '–')}.",
     ]
