@@ -1,4 +1,5 @@
-"""coursekit.lab.experiments: batch schedules, stacked training equal to one-by-one training, BN snapshots."""
+"""coursekit.lab.experiments: batch schedules, stacked training equal to one-by-one training (CNNs and
+MLPs), batch-size sweeps with equal steps or equal images, BN snapshots."""
 import copy
 
 import pytest
@@ -7,7 +8,14 @@ from torch import nn
 
 from coursekit.lab.data import digits_data
 from coursekit.lab.experiments import (
-    SweepResult, batch_schedule, batch_size_sweep, bn_changes, bn_state, fit_parallel, fit_steps,
+    SweepResult,
+    batch_schedule,
+    batch_size_sweep,
+    bn_changes,
+    bn_state,
+    digits_mlp,
+    fit_parallel,
+    fit_steps,
 )
 from coursekit.lab.training import small_cnn
 
@@ -110,6 +118,81 @@ def test_fit_parallel_rejects_mixed_or_foreign_models(digits):
         fit_steps(small_cnn("bn"), x, y[:5], batch_size=2, steps=1)
 
 
+# --- digits_mlp and fit_parallel on MLPs ----------------------------------------------------------
+
+def test_digits_mlp_layers_and_errors():
+    """BatchNorm1d / GroupNorm / LayerNorm / no norm; a Linear bias only without a norm; clear errors."""
+    x = torch.randn(3, 1, 8, 8)
+    for norm, cls in (("bn", nn.BatchNorm1d), ("gn", nn.GroupNorm), ("ln", nn.LayerNorm)):
+        net = digits_mlp(norm, hidden=16, depth=3, groups=4)
+        assert net(x).shape == (3, 10)
+        assert sum(isinstance(m, cls) for m in net) == 3
+        assert all(m.bias is None for m in list(net)[1:-1] if isinstance(m, nn.Linear))
+    plain = digits_mlp(None, hidden=16)
+    assert all(m.bias is not None for m in plain if isinstance(m, nn.Linear))
+    with pytest.raises(ValueError, match="expected norm"):
+        digits_mlp("in")
+    with pytest.raises(ValueError, match="groups to divide hidden"):
+        digits_mlp("gn", hidden=10, groups=4)
+    with pytest.raises(ValueError, match="depth to be a positive int"):
+        digits_mlp("bn", depth=0)
+
+
+def _mlps(kinds, seeds, **kw):
+    out = []
+    for k, s in zip(kinds, seeds):
+        torch.manual_seed(s)
+        out.append(digits_mlp(k, **kw))
+    return out
+
+
+@pytest.mark.parametrize("kinds, batch_size, optimizer", [
+    (["bn", "gn", "ln", "bn"], 8, "adam"),    # mixed norms in one stack, split into runs of one kind
+    (["bn", "gn", "ln", "bn"], 4, "sgd"),
+    (["gn", "ln", "gn"], 2, "adam"),
+    ([None, None], 2, "adam"),
+])
+def test_fit_parallel_mlp_equals_training_one_by_one(digits, kinds, batch_size, optimizer):
+    """Weights, running statistics and num_batches_tracked all match sequential fit_steps.
+
+    BatchNorm1d at batch 4 is compared with SGD, not Adam: at such batches some gradient entries
+    of the first layer are zero up to rounding (BN's backward cancels them), and Adam's first step,
+    lr * g / (|g| + eps), turns their rounding noise into steps of +-lr.
+    """
+    seeds = list(range(len(kinds)))
+    parallel = _mlps(kinds, seeds, hidden=16, groups=4)
+    single = [copy.deepcopy(m) for m in parallel]
+    x, y = digits.x_train[:200], digits.y_train[:200]
+    fit_parallel(parallel, x, y, batch_size=batch_size, steps=15, lr=1e-2, seeds=seeds, optimizer=optimizer)
+    for m, r, s in zip(parallel, single, seeds):
+        fit_steps(r, x, y, batch_size=batch_size, steps=15, lr=1e-2, seed=s, optimizer=optimizer)
+        assert _max_diff(m, r) < 1e-4
+        assert m.training
+
+
+def test_fit_parallel_mlp_check_can_fail_and_models_do_not_interact(digits):
+    """Known-wrong batches are detected; a BN model trains the same next to a GN or an LN model."""
+    x, y = digits.x_train[:200], digits.y_train[:200]
+    a1, b = _mlps(["bn", "gn"], [0, 1])
+    a2, c = _mlps(["bn", "ln"], [0, 1])
+    fit_parallel([a1, b], x, y, batch_size=8, steps=10, seeds=[0, 1])
+    fit_parallel([a2, c], x, y, batch_size=8, steps=10, seeds=[0, 3])
+    assert _max_diff(a1, a2) < 1e-5
+    wrong, = _mlps(["bn"], [0])
+    fit_parallel([wrong], x, y, batch_size=8, steps=10, seeds=[1])
+    assert _max_diff(a1, wrong) > 1e-3
+
+
+def test_fit_parallel_mlp_rejects_different_shapes(digits):
+    x, y = digits.x_train[:20], digits.y_train[:20]
+    with pytest.raises(ValueError, match="one width and depth"):
+        fit_parallel([digits_mlp("bn", hidden=16), digits_mlp("bn", hidden=32)], x, y, batch_size=2, steps=1)
+    with pytest.raises(ValueError, match="bias layouts"):
+        fit_parallel([digits_mlp("bn"), digits_mlp(None)], x, y, batch_size=2, steps=1)
+    with pytest.raises(ValueError, match="64 features per sample"):
+        fit_parallel([digits_mlp("gn")], x[:, :, :4], y, batch_size=2, steps=1)
+
+
 # --- batch_size_sweep --------------------------------------------------------------------------
 
 def test_batch_size_sweep_structure(digits):
@@ -118,10 +201,45 @@ def test_batch_size_sweep_structure(digits):
     assert set(r.accuracy) == {"bn", "gn"} and set(r.accuracy["bn"]) == {2, 8}
     assert all(len(v) == 2 and all(0.0 <= a <= 1.0 for a in v) for d in r.accuracy.values() for v in d.values())
     assert len(r.models[("gn", 8)]) == 2 and not r.models[("gn", 8)][0].training
+    assert r.steps == {2: 3, 8: 3}
     lines = r.table().splitlines()
-    assert len(lines) == 3 and "BN" in lines[0] and lines[1].split()[0] == "2"
+    assert len(lines) == 3 and "BN" in lines[0] and lines[1].split()[:2] == ["2", "6"]
     with pytest.raises(ValueError, match="norms"):
         batch_size_sweep(digits, norms=("ln",))
+
+
+def test_batch_size_sweep_equal_images(digits):
+    """images= gives every batch size the same number of training images, with one stacked run each."""
+    r = batch_size_sweep(digits, arch="mlp", norms=("bn", "gn", "ln"), batch_sizes=(2, 4, 8), seeds=(0, 1),
+                         images=32, keep_models=True)
+    assert r.steps == {2: 16, 4: 8, 8: 4}
+    assert all(b * r.steps[b] == 32 for b in r.batch_sizes)
+    assert set(r.accuracy) == {"bn", "gn", "ln"} and all(len(r.accuracy[n][2]) == 2 for n in r.norms)
+    bn = r.models[("bn", 4)][0]
+    assert int(bn[2].num_batches_tracked) == 8 and not bn.training
+    # the sweep seeds each model before building it: BN and GN models of one seed start from the same weights
+    torch.manual_seed(0)
+    w_bn = digits_mlp("bn")[1].weight
+    torch.manual_seed(0)
+    assert torch.equal(w_bn, digits_mlp("gn")[1].weight)
+    assert r.median("bn", 2) in r.accuracy["bn"][2]
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(arch="mlp", images=30, batch_sizes=(2, 4)), "multiple of every batch size"),
+    (dict(arch="mlp", images=32, steps=5), "not both"),
+    (dict(arch="rnn"), "arch"),
+    (dict(arch="cnn", norms=("ln",)), "norms"),
+    (dict(seeds=()), "at least one seed"),
+])
+def test_batch_size_sweep_rejects_bad_budgets(digits, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        batch_size_sweep(digits, **kwargs)
+
+
+def test_sweep_result_median_is_a_measured_value():
+    r = SweepResult(("bn",), (2,), (0, 1, 2, 3), {2: 1}, {"bn": {2: [0.4, 0.1, 0.3, 0.2]}})
+    assert r.median("bn", 2) == 0.2 and r.mean("bn", 2) == pytest.approx(0.25)
 
 
 def test_sweep_learns_something(digits):

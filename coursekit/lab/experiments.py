@@ -1,24 +1,26 @@
 """Reusable experiments of lesson 06 (pitfalls): batch schedules, many-seed training, BN snapshots.
 
-The batch-size sweep (BatchNorm vs GroupNorm on the digits) trains 30 small CNNs; one at a time
-that is too slow for a notebook that must run in seconds, because at batch size 2 a training step
-is almost all per-operation overhead. ``fit_parallel`` therefore trains several ``small_cnn``
-models **at once** in one stacked network (grouped convolutions, one group per model): each model
-keeps its own weights, its own normalization statistics and its own batches, so the result is the
-same as training them one after the other with ``fit_steps`` (``tests/test_experiments.py``
-checks this), only several times faster.
+The batch-size sweep (BatchNorm vs GroupNorm on the digits) trains dozens of small networks; one
+at a time that is too slow for a notebook that must run in seconds, because at batch size 2 a
+training step is almost all per-operation overhead. ``fit_parallel`` therefore trains several
+``small_cnn`` or ``digits_mlp`` models **at once** in one stacked network (grouped convolutions or
+batched matrix products, one block per model): each model keeps its own weights, its own
+normalization statistics and its own batches, so the result is the same as training them one after
+the other with ``fit_steps`` (``tests/test_experiments.py`` checks this), only several times faster.
 
+* ``digits_mlp``: Linear -> norm -> ReLU blocks for the flattened 8x8 digits (BatchNorm1d: m = N);
 * ``batch_schedule``: the indices of every mini-batch of a run, from a seed;
 * ``fit_steps``: train one model for a fixed number of optimizer steps;
 * ``fit_parallel``: the same for several models of one architecture, in one stacked network;
-* ``batch_size_sweep`` / ``SweepResult``: test accuracy for every (norm, batch size, seed);
+* ``batch_size_sweep`` / ``SweepResult``: test accuracy for every (norm, batch size, seed), with an
+  equal number of steps or an equal number of training images per run;
 * ``bn_state`` / ``bn_changes``: snapshot BatchNorm running statistics and affine parameters and
   say which of them a piece of code changed (lesson 06, fine-tuning with frozen BN).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -27,11 +29,65 @@ from torch import nn
 from coursekit.lab.training import accuracy, small_cnn
 
 __all__ = [
-    "batch_schedule", "fit_steps", "fit_parallel", "SweepResult", "batch_size_sweep",
+    "digits_mlp", "batch_schedule", "fit_steps", "fit_parallel", "SweepResult", "batch_size_sweep",
     "bn_state", "bn_changes",
 ]
 
 _BN = nn.modules.batchnorm._BatchNorm
+_MLP_NORMS = ("bn", "gn", "ln", None)
+
+
+def digits_mlp(norm: str | None = "bn", hidden: int = 64, depth: int = 2, groups: int = 8,
+               in_features: int = 64, num_classes: int = 10) -> nn.Sequential:
+    r"""An MLP for the flattened 8x8 digits: ``depth`` blocks of Linear -> norm -> ReLU, then a Linear head.
+
+    Introduced in lesson 06 (small batches). Its ``BatchNorm1d`` layers normalize each feature over
+    the batch alone, :math:`m = N` values per feature, where a ``BatchNorm2d`` after a convolution
+    has :math:`m = N \cdot H \cdot W`; at batch size 2 every training-mode output of BatchNorm1d
+    is :math:`\pm\gamma + \beta` (up to ``eps``).
+
+    Args:
+        norm: ``"bn"`` (``BatchNorm1d``), ``"gn"`` (``GroupNorm(groups, hidden)``), ``"ln"``
+            (``LayerNorm(hidden)``) or ``None``. Default: ``"bn"``.
+        hidden: width of every hidden layer. Default: 64.
+        depth: number of hidden blocks. Default: 2.
+        groups: GroupNorm groups; must divide ``hidden``. Default: 8.
+        in_features: input size after flattening. Default: 64 (8 x 8 pixels).
+        num_classes: outputs. Default: 10.
+
+    The hidden Linear layers have a bias only without a norm (a bias before BatchNorm is cancelled
+    by its mean subtraction; section (d) of lesson 06).
+
+    Shape:
+        Input: (N, *) with ``in_features`` values per sample. Output: (N, num_classes).
+
+    Example::
+
+        >>> digits_mlp("gn")(torch.randn(2, 1, 8, 8)).shape
+        torch.Size([2, 10])
+    """
+    if norm not in _MLP_NORMS:
+        raise ValueError(f"expected norm to be 'bn', 'gn', 'ln' or None (got {norm!r})")
+    for name, value in (("hidden", hidden), ("depth", depth), ("groups", groups),
+                        ("in_features", in_features), ("num_classes", num_classes)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"expected {name} to be a positive int (got {value!r})")
+    if norm == "gn" and hidden % groups:
+        raise ValueError(f"expected groups to divide hidden (got groups={groups}, hidden={hidden})")
+    layers: list[nn.Module] = [nn.Flatten()]
+    width = in_features
+    for _ in range(depth):
+        layers.append(nn.Linear(width, hidden, bias=norm is None))
+        if norm == "bn":
+            layers.append(nn.BatchNorm1d(hidden))
+        elif norm == "gn":
+            layers.append(nn.GroupNorm(groups, hidden))
+        elif norm == "ln":
+            layers.append(nn.LayerNorm(hidden))
+        layers.append(nn.ReLU())
+        width = hidden
+    layers.append(nn.Linear(width, num_classes))
+    return nn.Sequential(*layers)
 
 
 def batch_schedule(n: int, batch_size: int, steps: int, seed: int = 0) -> torch.Tensor:
@@ -88,7 +144,7 @@ def _optimizer(params, name: str, lr: float) -> torch.optim.Optimizer:
 
 def fit_steps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int, steps: int,
               lr: float = 1e-2, seed: int = 0, optimizer: str = "adam") -> nn.Module:
-    """Train ``model`` in place with Adam and cross-entropy for exactly ``steps`` mini-batches.
+    """Train ``model`` in place with cross-entropy (Adam by default) for exactly ``steps`` mini-batches.
 
     Introduced in lesson 06. Unlike ``coursekit.lab.training.fit`` (a number of *epochs*), the budget is
     a number of optimizer *steps*, so runs with different batch sizes cost about the same. The
@@ -99,8 +155,9 @@ def fit_steps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size:
         x, y: training inputs (N, ...) and integer labels (N,).
         batch_size: samples per step.
         steps: number of optimizer steps.
-        lr: Adam's learning rate. Default: 1e-2.
+        lr: the optimizer's learning rate. Default: 1e-2.
         seed: seed of the batch order. Default: 0.
+        optimizer: ``"adam"`` or ``"sgd"`` (momentum 0.9). Default: ``"adam"``.
 
     Example::
 
@@ -212,25 +269,140 @@ class _Stacked(nn.Module):
         return torch.einsum("bsi,soi->bso", h, self.head_weight) + self.head_bias
 
 
+# ---------------------------------------------------------------------------------------------
+# Several digits_mlp models as one stacked network
+# ---------------------------------------------------------------------------------------------
+
+_MLP_NORM_TYPES = {nn.BatchNorm1d: "bn", nn.GroupNorm: "gn", nn.LayerNorm: "ln"}
+
+
+def _mlp_layout(model: nn.Module) -> tuple[list[nn.Linear], list[nn.Module | None], str | None] | None:
+    """The Linear layers, norm layers and norm kind of a ``digits_mlp``, or None for another model."""
+    layers = list(model.children()) if isinstance(model, nn.Sequential) else []
+    if len(layers) < 4 or not isinstance(layers[0], nn.Flatten) or not isinstance(layers[-1], nn.Linear):
+        return None
+    linears, norms, kinds, i = [], [], set(), 1
+    while i < len(layers) - 1:
+        if not isinstance(layers[i], nn.Linear):
+            return None
+        linears.append(layers[i])
+        norm = layers[i + 1] if type(layers[i + 1]) in _MLP_NORM_TYPES else None
+        norms.append(norm)
+        kinds.add(None if norm is None else _MLP_NORM_TYPES[type(norm)])
+        i += 2 if norm is None else 3
+        if not isinstance(layers[i - 1], nn.ReLU):
+            return None
+    if i != len(layers) - 1 or len(kinds) != 1:
+        return None
+    return linears + [layers[-1]], norms, kinds.pop()
+
+
+class _StackedMLP(nn.Module):
+    """S digits_mlp models side by side: model s owns block s of every weight, norm and statistic.
+
+    Models with different norms may share the stack: each maximal run of consecutive models with one
+    norm kind gets one wide norm layer per depth (BatchNorm1d's statistics are per feature and the
+    groups of GroupNorm / LayerNorm never straddle two models, so nothing flows between models).
+    """
+
+    def __init__(self, models: Sequence[nn.Module]):
+        super().__init__()
+        layouts = [_mlp_layout(m) for m in models]
+        shapes = {tuple(tuple(lin.weight.shape) for lin in lay[0]) for lay in layouts}
+        biases = {tuple(lin.bias is not None for lin in lay[0]) for lay in layouts}
+        if len(shapes) > 1 or len(biases) > 1:
+            raise ValueError(f"expected digits_mlp models of one width and depth (got {len(shapes)} layer-shape "
+                             f"layouts and {len(biases)} bias layouts)")
+        self.s = len(models)
+        self.kinds = [lay[2] for lay in layouts]
+        self.depth = len(layouts[0][1])
+        self.hidden = layouts[0][0][0].out_features
+        with torch.no_grad():
+            self.weights = nn.ParameterList(
+                nn.Parameter(torch.stack([lay[0][j].weight.t() for lay in layouts]).contiguous())
+                for j in range(self.depth + 1))
+            has_bias = [lin.bias is not None for lin in layouts[0][0]]
+            self.biases = nn.ParameterList(
+                nn.Parameter(torch.stack([lay[0][j].bias for lay in layouts]))
+                for j in range(self.depth + 1) if has_bias[j])
+        # position of layer j's bias in self.biases, or None when the layer has no bias
+        self._bias_at = [sum(has_bias[:j]) if has_bias[j] else None for j in range(self.depth + 1)]
+        self.segments: list[tuple[int, int, str | None]] = []
+        for i, kind in enumerate(self.kinds):
+            if self.segments and self.segments[-1][2] == kind:
+                self.segments[-1] = (self.segments[-1][0], i + 1, kind)
+            else:
+                self.segments.append((i, i + 1, kind))
+        self.norms = nn.ModuleList()   # index: layer * len(segments) + segment
+        for j in range(self.depth):
+            for lo, hi, kind in self.segments:
+                smalls = [layouts[i][1][j] for i in range(lo, hi)]
+                k, h = hi - lo, self.hidden
+                if kind == "bn":
+                    big = nn.BatchNorm1d(k * h, eps=smalls[0].eps, momentum=smalls[0].momentum)
+                elif kind == "gn":
+                    big = nn.GroupNorm(k * smalls[0].num_groups, k * h, eps=smalls[0].eps)
+                elif kind == "ln":  # LayerNorm over h features per model = GroupNorm with one group per model
+                    big = nn.GroupNorm(k, k * h, eps=smalls[0].eps)
+                else:
+                    big = nn.Identity()
+                _Stacked._stack_into(big, smalls)
+                self.norms.append(big)
+
+    def unstack_into(self, models: Sequence[nn.Module]) -> None:
+        layouts = [_mlp_layout(m) for m in models]
+        with torch.no_grad():
+            for j, at in enumerate(self._bias_at):
+                for i, lay in enumerate(layouts):
+                    lay[0][j].weight.copy_(self.weights[j][i].t())
+                    if at is not None:
+                        lay[0][j].bias.copy_(self.biases[at][i])
+            for j in range(self.depth):
+                for g, (lo, hi, _) in enumerate(self.segments):
+                    big = self.norms[j * len(self.segments) + g]
+                    for name, t in list(big.named_parameters()) + list(big.named_buffers()):
+                        chunks = [t] * (hi - lo) if name == "num_batches_tracked" else t.chunk(hi - lo)
+                        for i, chunk in zip(range(lo, hi), chunks):
+                            getattr(layouts[i][1][j], name).copy_(chunk)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, S, in_features) inputs, row s for model s -> (B, S, classes) logits."""
+        batch = len(x)
+        h = x.transpose(0, 1)                                   # (S, B, features)
+        for j, (w, at) in enumerate(zip(self.weights, self._bias_at)):
+            h = torch.bmm(h, w) if at is None else torch.baddbmm(self.biases[at].unsqueeze(1), h, w)
+            if j == self.depth:
+                break
+            flat = h.transpose(0, 1).reshape(batch, -1)         # (B, S * hidden): BN's channels
+            parts = [self.norms[j * len(self.segments) + g](flat[:, lo * self.hidden:hi * self.hidden])
+                     for g, (lo, hi, _) in enumerate(self.segments)]
+            flat = F.relu(parts[0] if len(parts) == 1 else torch.cat(parts, dim=1))
+            h = flat.view(batch, self.s, self.hidden).transpose(0, 1)
+        return h.transpose(0, 1)
+
+
 def fit_parallel(models: Sequence[nn.Module], x: torch.Tensor, y: torch.Tensor, *, batch_size: int,
                  steps: int, lr: float = 1e-2, seeds: Sequence[int] | None = None,
                  optimizer: str = "adam") -> list[nn.Module]:
-    """Train several ``small_cnn`` models in place, all at once, as ``fit_steps`` would one by one.
+    """Train several small models in place, all at once, as ``fit_steps`` would one by one.
 
-    Introduced in lesson 06 (the batch-size sweep). The models (same architecture and norm, any
-    weights) are copied into one network whose convolutions have ``groups=len(models)``; model
-    ``i`` reads its own batches ``batch_schedule(len(x), batch_size, steps, seeds[i])`` through its
-    own input channel. BatchNorm statistics are per channel and GroupNorm's groups never straddle
-    two models, so no information flows between models; the summed loss gives each model its own
-    gradient, and Adam's update is elementwise. After training the weights, running statistics and
-    ``num_batches_tracked`` are copied back. Results equal ``fit_steps`` up to float rounding.
+    Introduced in lesson 06 (the batch-size sweeps). The models are copied into one network: for
+    ``small_cnn`` models (same architecture and norm, any weights) its convolutions have
+    ``groups=len(models)``; for ``digits_mlp`` models (same widths and depth, norms may differ) its
+    Linear layers are batched matrix products. Model ``i`` reads its own batches
+    ``batch_schedule(len(x), batch_size, steps, seeds[i])``. BatchNorm statistics are per channel and
+    the groups of GroupNorm / LayerNorm never straddle two models, so no information flows between
+    models; the summed loss gives each model its own gradient, and Adam's update is elementwise.
+    After training the weights, running statistics and ``num_batches_tracked`` are copied back.
+    Results equal ``fit_steps`` up to float rounding.
 
     Args:
-        models: models built by ``coursekit.lab.training.small_cnn`` with the same arguments, input
-            1 x H x W.
-        x, y: training images (N, 1, H, W) and integer labels (N,).
+        models: models built by ``coursekit.lab.training.small_cnn`` with the same arguments (input
+            1 x H x W), or by ``digits_mlp`` with the same widths and depth.
+        x, y: training inputs (N, 1, H, W) for CNNs, (N, *) for MLPs, and integer labels (N,).
         batch_size, steps, lr: as in ``fit_steps``. Default lr: 1e-2.
         seeds: seed of each model's batch order. Default: ``range(len(models))``.
+        optimizer: ``"adam"`` or ``"sgd"`` (momentum 0.9). Default: ``"adam"``.
 
     Returns:
         ``list(models)``, trained, in train mode.
@@ -241,26 +413,37 @@ def fit_parallel(models: Sequence[nn.Module], x: torch.Tensor, y: torch.Tensor, 
         >>> d = digits_data()
         >>> models = [small_cnn("gn", channels=8) for _ in range(3)]
         >>> _ = fit_parallel(models, d.x_train, d.y_train, batch_size=4, steps=5)
+        >>> mlps = [digits_mlp("bn"), digits_mlp("gn")]
+        >>> _ = fit_parallel(mlps, d.x_train, d.y_train, batch_size=2, steps=5, seeds=[0, 0])
     """
     models = list(models)
     if not models:
         raise ValueError("expected at least one model (got an empty sequence)")
     _check_xy(x, y)
-    if x.dim() != 4 or x.shape[1] != 1:
-        raise ValueError(f"expected images of shape (N, 1, H, W) (got {tuple(x.shape)})")
     seeds = list(range(len(models))) if seeds is None else list(seeds)
     if len(seeds) != len(models):
         raise ValueError(f"expected one seed per model ({len(models)}) (got {len(seeds)} seeds)")
-    stacked = _Stacked(models)
-    schedules = torch.stack([batch_schedule(len(x), batch_size, steps, s) for s in seeds], dim=2)
-    opt = _optimizer(stacked.parameters(), optimizer, lr)
-    images = x[:, 0]
     s = len(models)
+    if all(_mlp_layout(m) is not None for m in models):
+        stacked: nn.Module = _StackedMLP(models)
+        inputs = x.reshape(len(x), -1)
+        if inputs.shape[1] != stacked.weights[0].shape[1]:
+            raise ValueError(f"expected inputs with {stacked.weights[0].shape[1]} features per sample "
+                             f"(got {inputs.shape[1]})")
+        classes = stacked.weights[-1].shape[2]
+    else:
+        if x.dim() != 4 or x.shape[1] != 1:
+            raise ValueError(f"expected images of shape (N, 1, H, W) (got {tuple(x.shape)})")
+        stacked = _Stacked(models)
+        inputs = x[:, 0]
+        classes = stacked.classes
+    schedules = torch.stack([batch_schedule(len(x), batch_size, steps, sd) for sd in seeds], dim=2)
+    opt = _optimizer(stacked.parameters(), optimizer, lr)
     stacked.train()
     for idx in schedules:  # idx: (batch_size, S), column s = model s's batch
-        logits = stacked(images[idx])
+        logits = stacked(inputs[idx])
         # mean over the batch for every model, summed over models: model s gets exactly its own gradient
-        loss = F.cross_entropy(logits.reshape(-1, stacked.classes), y[idx].reshape(-1)) * s
+        loss = F.cross_entropy(logits.reshape(-1, classes), y[idx].reshape(-1)) * s
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -272,12 +455,16 @@ def fit_parallel(models: Sequence[nn.Module], x: torch.Tensor, y: torch.Tensor, 
 
 @dataclass
 class SweepResult:
-    """Test accuracies of ``batch_size_sweep``: ``accuracy[norm][batch_size]`` is one value per seed."""
+    """Test accuracies of ``batch_size_sweep``: ``accuracy[norm][batch_size]`` is one value per seed.
+
+    ``steps[batch_size]`` is the number of optimizer steps of every run at that batch size, so a
+    run saw ``batch_size * steps[batch_size]`` training images.
+    """
 
     norms: tuple[str, ...]
     batch_sizes: tuple[int, ...]
     seeds: tuple[int, ...]
-    steps: int
+    steps: dict[int, int]
     accuracy: dict[str, dict[int, list[float]]]
     models: dict[tuple[str, int], list[nn.Module]] = field(default_factory=dict, repr=False)
 
@@ -286,38 +473,54 @@ class SweepResult:
         acc = self.accuracy[norm][batch_size]
         return sum(acc) / len(acc)
 
+    def median(self, norm: str, batch_size: int) -> float:
+        """Median test accuracy over the seeds (the lower middle value for an even count)."""
+        acc = sorted(self.accuracy[norm][batch_size])
+        return acc[(len(acc) - 1) // 2]
+
     def table(self, digits: int = 2) -> str:
         """One row per batch size: every seed's accuracy and the mean, for every norm, rounded."""
-        head = f"{'batch':>5} " + " ".join(f"{n.upper() + ' per seed':>{6 * len(self.seeds) + 2}} {'mean':>5}"
-                                           for n in self.norms)
+        head = f"{'batch':>5} {'images':>6} " + " ".join(
+            f"{n.upper() + ' per seed':>{(digits + 4) * len(self.seeds)}} {'mean':>5}" for n in self.norms)
         rows = [head]
         for b in self.batch_sizes:
             cells = []
             for n in self.norms:
                 seeds = " ".join(f"{a:.{digits}f}" for a in self.accuracy[n][b])
-                cells.append(f"{seeds:>{6 * len(self.seeds) + 2}} {self.mean(n, b):>5.{digits}f}")
-            rows.append(f"{b:>5} " + " ".join(cells))
+                cells.append(f"{seeds:>{(digits + 4) * len(self.seeds)}} {self.mean(n, b):>5.{digits}f}")
+            rows.append(f"{b:>5} {b * self.steps[b]:>6} " + " ".join(cells))
         return "\n".join(rows)
 
 
-def batch_size_sweep(data, *, norms: Sequence[str] = ("bn", "gn"),
+def batch_size_sweep(data, *, arch: str = "cnn", norms: Sequence[str] = ("bn", "gn"),
                      batch_sizes: Sequence[int] = (2, 4, 8, 16, 32), seeds: Sequence[int] = (0, 1, 2),
-                     steps: int = 150, lr: float = 1e-2, channels: int = 8, groups: int = 4,
+                     steps: int | None = None, images: int | None = None, lr: float = 1e-2,
+                     channels: int = 8, hidden: int = 64, depth: int = 2, groups: int = 4,
                      keep_models: bool = False) -> SweepResult:
-    """Test accuracy of ``small_cnn(norm)`` trained at every batch size, for several seeds.
+    """Test accuracy of a small network trained at every batch size with each norm, for several seeds.
 
     Introduced in lesson 06 (small batches). For every norm and batch size, one model per seed is
-    initialised with ``torch.manual_seed(seed)`` and trained for the same number of ``steps`` with
-    batches from that seed (``fit_parallel``); it is then evaluated in eval mode on the test split.
+    initialised with ``torch.manual_seed(seed)`` (so the norms of one seed start from the same
+    weights) and trained with batches from that seed (``fit_parallel``); it is then evaluated in
+    eval mode on the test split. The budget is either the same number of ``steps`` for every batch
+    size (larger batches then see more images) or the same number of training ``images``
+    (``images // batch_size`` steps; larger batches then take fewer steps).
 
     Args:
         data: a ``coursekit.lab.data.Split`` of (N, 1, H, W) images, e.g. ``digits_data()``.
-        norms: subset of ``("bn", "gn")``. Default: both.
+        arch: ``"cnn"`` (``small_cnn``: BatchNorm2d, m = N*H*W values per channel) or ``"mlp"``
+            (``digits_mlp``: BatchNorm1d, m = N). Default: ``"cnn"``.
+        norms: for the CNN a subset of ``("bn", "gn")``, for the MLP of ``("bn", "gn", "ln")``.
+            Default: ``("bn", "gn")``.
         batch_sizes: training batch sizes. Default: (2, 4, 8, 16, 32).
         seeds: one run per seed. Default: (0, 1, 2).
-        steps: optimizer steps per run. Default: 150.
+        steps: optimizer steps per run; give ``steps`` or ``images``, not both. Default: 150 when
+            ``images`` is None.
+        images: training images per run; must be a multiple of every batch size. Default: None.
         lr: Adam's learning rate. Default: 1e-2.
-        channels, groups: passed to ``small_cnn``. Defaults: 8 and 4.
+        channels: ``small_cnn`` channels. Default: 8.
+        hidden, depth: ``digits_mlp`` width and number of hidden blocks. Defaults: 64 and 2.
+        groups: GroupNorm groups. Default: 4.
         keep_models: keep the trained models in ``result.models[(norm, batch_size)]``. Default: False.
 
     Example::
@@ -326,27 +529,56 @@ def batch_size_sweep(data, *, norms: Sequence[str] = ("bn", "gn"),
         >>> r = batch_size_sweep(digits_data(), batch_sizes=(4, 32), seeds=(0,), steps=5)
         >>> sorted(r.accuracy["bn"])
         [4, 32]
+        >>> r = batch_size_sweep(digits_data(), arch="mlp", batch_sizes=(2, 8), seeds=(0,), images=16)
+        >>> r.steps
+        {2: 8, 8: 2}
     """
+    allowed = {"cnn": ("bn", "gn"), "mlp": ("bn", "gn", "ln")}
+    if arch not in allowed:
+        raise ValueError(f"expected arch 'cnn' or 'mlp' (got {arch!r})")
     for n in norms:
-        if n not in ("bn", "gn"):
-            raise ValueError(f"expected norms from ('bn', 'gn') (got {n!r})")
+        if n not in allowed[arch]:
+            raise ValueError(f"expected norms from {allowed[arch]} for arch={arch!r} (got {n!r})")
     if not seeds:
         raise ValueError("expected at least one seed (got none)")
+    if steps is not None and images is not None:
+        raise ValueError(f"expected steps or images, not both (got steps={steps!r}, images={images!r})")
+    if steps is None and images is None:
+        steps = 150
+    if images is not None:
+        bad = [b for b in batch_sizes if images % b]
+        if bad:
+            raise ValueError(f"expected images to be a multiple of every batch size (got images={images}, "
+                             f"batch sizes {bad})")
+    budget = {b: steps if images is None else images // b for b in batch_sizes}
+
+    def build(norm: str) -> nn.Module:
+        if arch == "cnn":
+            return small_cnn(norm, channels=channels, groups=groups)
+        return digits_mlp(norm, hidden=hidden, depth=depth, groups=groups)
+
     acc: dict[str, dict[int, list[float]]] = {n: {} for n in norms}
     kept: dict[tuple[str, int], list[nn.Module]] = {}
-    for norm in norms:
-        for b in batch_sizes:
+    # the MLP stack accepts mixed norms: one stacked run per batch size trains every (norm, seed)
+    runs = [tuple(norms)] if arch == "mlp" else [(n,) for n in norms]
+    for b in batch_sizes:
+        for run in runs:
             models = []
-            for s in seeds:
-                torch.manual_seed(s)
-                models.append(small_cnn(norm, channels=channels, groups=groups))
-            fit_parallel(models, data.x_train, data.y_train, batch_size=b, steps=steps, lr=lr, seeds=seeds)
-            for m in models:
-                m.eval()
-            acc[norm][b] = [accuracy(m, data.x_test, data.y_test) for m in models]
-            if keep_models:
-                kept[(norm, b)] = models
-    return SweepResult(tuple(norms), tuple(batch_sizes), tuple(seeds), steps, acc, kept)
+            for norm in run:
+                for s in seeds:
+                    torch.manual_seed(s)
+                    models.append(build(norm))
+            fit_parallel(models, data.x_train, data.y_train, batch_size=b, steps=budget[b], lr=lr,
+                         seeds=list(seeds) * len(run))
+            for i, norm in enumerate(run):
+                mine = models[i * len(seeds):(i + 1) * len(seeds)]
+                for m in mine:
+                    m.eval()
+                acc[norm][b] = [accuracy(m, data.x_test, data.y_test) for m in mine]
+                if keep_models:
+                    kept[(norm, b)] = mine
+    acc = {n: {b: acc[n][b] for b in batch_sizes} for n in norms}
+    return SweepResult(tuple(norms), tuple(batch_sizes), tuple(seeds), budget, acc, kept)
 
 
 # ---------------------------------------------------------------------------------------------
