@@ -7,6 +7,9 @@ Every ``solutions/<stem>.ipynb`` becomes ``exercises/<stem>.ipynb``:
 * outputs and execution counts are cleared;
 * check cells (id ``check-<name>``) are locked (not editable, not deletable) and answer cells
   (id ``answer-<name>``) cannot be deleted, since the grader finds answers by cell id;
+* practice cells (id ``practice-<name>``, e.g. the steps of a derivation) are filled in by the learner
+  but not graded: like answer cells they must hold a solution region, so an exercise never ships
+  their answer;
 * cells that raise in the untouched exercise carry the ``raises-exception`` tag, so JupyterLab's
   "Run All" (which stops at the first untagged error) runs the whole notebook: an answer cell whose
   placeholder runs at definition time, every later cell whose top-level code calls a task that is
@@ -150,6 +153,17 @@ def _defined_names(tree: ast.Module) -> set[str]:
     return names
 
 
+def _solution_binds(source: str) -> set[str]:
+    """Names the solved cell binds at top level, including those its regions bind."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return set()
+    top = _TopLevel()
+    top.visit(tree)
+    return top.binds | _defined_names(tree)
+
+
 def content_hash(nb) -> str:
     """Hash of what a learner can change: cell types, ids and sources (not outputs or metadata).
 
@@ -169,7 +183,7 @@ def build_notebook(solution, name: str = "<notebook>"):
 
     Raises:
         BuildError: malformed markers (BEGIN without END, nested BEGIN, END without BEGIN), an
-            answer cell without a solution region, or a task cell listed in ``coursekit.tasks``
+            answer or practice cell without a solution region, or a task cell listed in ``coursekit.tasks``
             missing from the notebook; the message names the notebook and the cell id.
     """
     from coursekit.tasks import exercise_for
@@ -197,9 +211,11 @@ def build_notebook(solution, name: str = "<notebook>"):
             if BEGIN in _source(cell) or END in _source(cell):
                 raise BuildError(f"{where}: solution markers are only allowed in code cells")
             continue
-        src, regions = _strip_regions(_source(cell), where)
-        if cid.startswith("answer-") and regions == 0:
-            raise BuildError(f"{where}: an answer cell needs a '{BEGIN}' ... '{END}' region")
+        solved = _source(cell)
+        src, regions = _strip_regions(solved, where)
+        if regions == 0 and cid.startswith(("answer-", "practice-")):
+            kind = "an answer" if cid.startswith("answer-") else "a practice"
+            raise BuildError(f"{where}: {kind} cell needs a '{BEGIN}' ... '{END}' region")
         cell.source = src
         cell.outputs = []
         cell.execution_count = None
@@ -220,6 +236,8 @@ def build_notebook(solution, name: str = "<notebook>"):
             unimplemented |= _defined_names(tree)
         if raises:
             undefined |= top.binds | _defined_names(tree)
+            if regions:  # a placeholder raises before binding what the solution binds (a practice cell's results)
+                undefined |= _solution_binds(solved)
             tags = list(cell.metadata.get("tags", []))
             if RAISES_TAG not in tags:
                 cell.metadata["tags"] = tags + [RAISES_TAG]

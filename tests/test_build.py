@@ -72,6 +72,23 @@ def test_passing_a_function_to_a_check_is_not_tagged():
     assert "tags" not in cells["check-channel_stats"].metadata
 
 
+def test_practice_cells_never_ship_their_answer():
+    """A practice cell (a derivation step the learner fills in, not graded) is stripped and tagged like an
+    answer cell, a check using its names is tagged and locked, and a practice cell without a region is an error."""
+    sol = _mini()
+    practice = nbformat.v4.new_code_cell("# step: 2 * 3\n### BEGIN SOLUTION\nstep = 2 * 3\n### END SOLUTION", id="practice-step")
+    verify = nbformat.v4.new_code_cell("print(step == 6)", id="check-step")
+    sol.cells[2:2] = [practice, verify]
+    cells = _cells(build_notebook(sol))
+    assert cells["practice-step"].source == "# step: 2 * 3\n# YOUR CODE HERE\nraise NotImplementedError()"
+    assert "raises-exception" in cells["practice-step"].metadata["tags"]
+    assert "raises-exception" in cells["check-step"].metadata["tags"]  # `step` is unbound in the exercise
+    assert cells["check-step"].metadata["editable"] is False
+    practice.source = "step = 2 * 3"
+    with pytest.raises(BuildError, match="cell practice-step: a practice cell needs a '### BEGIN SOLUTION'"):
+        build_notebook(sol, "x.ipynb")
+
+
 @pytest.mark.parametrize("source,expected", [
     ("def f():\n    ### BEGIN SOLUTION\n    return 1\n", "without '### END SOLUTION'"),
     ("def f():\n    ### BEGIN SOLUTION\n    ### BEGIN SOLUTION\n    return 1\n    ### END SOLUTION\n", "nested"),
