@@ -105,6 +105,9 @@ def test_plot_book_stack():
     assert len(_patches(ax, "reduced")) == 5
     assert len(_patches(ax, "other")) == 10
     assert "page 2" in ax.get_title() and "5 books" in ax.get_title()
+    means = _patches(ax, "mean")
+    assert len(means) == 3  # the average book: one mean per page
+    assert sum(p.get_facecolor()[:3] == matplotlib.colors.to_rgb(plots.HIGHLIGHT) for p in means) == 1
     with pytest.raises(ValueError, match="expected page"):
         plots.plot_book_stack(n_pages=3, page=3)
     with pytest.raises(ValueError, match="n_books"):

@@ -186,48 +186,76 @@ def plot_norm_family(shape: Sequence[int] = (4, 6, 3, 2), num_groups: int = 2):
     return fig
 
 
-def plot_book_stack(n_books: int = 4, n_pages: int = 3, page: int = 0, ax=None):
+def plot_book_stack(n_books: int = 4, n_pages: int = 3, page: int = 0, ax=None,
+                    lines: int = 4, chars: int = 5):
     """BatchNorm's statistics as a stack of books: one mean per page number, over every book.
 
     Introduced in lesson 02. Book ``i`` is sample ``i`` of a batch, page ``k`` is channel ``k`` and
-    the text on a page is its H x W values. The mean of channel ``page`` averages that page of every
-    book (N x H x W characters); those pages are the patches with ``gid="reduced"``.
+    the text on a page is its H x W values (``lines`` x ``chars``, drawn as a grid on the front
+    page). The mean of channel ``page`` averages that page of every book (N x H x W characters);
+    those pages are the patches with ``gid="reduced"``. On the right, the "average book": one
+    number per page, the vector of per-channel means (patches with ``gid="mean"``).
 
     Args:
         n_books: N, the batch size. Default: 4.
         n_pages: C, the channels. Default: 3.
         page: the channel whose statistics are highlighted. Default: 0.
         ax: axes to draw on; a new figure is made when None. Default: None.
+        lines, chars: H and W of the grid drawn on each front page. Default: 4, 5.
 
     Returns:
         The ``Axes`` drawn on.
-    """
-    from matplotlib.patches import Rectangle
 
-    for value, name in ((n_books, "n_books"), (n_pages, "n_pages")):
+    Example::
+
+        >>> ax = plot_book_stack(n_books=4, n_pages=3, page=0)
+    """
+    from matplotlib.patches import FancyArrowPatch, Rectangle
+
+    for value, name in ((n_books, "n_books"), (n_pages, "n_pages"), (lines, "lines"), (chars, "chars")):
         if not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"expected {name} to be a positive int (got {value!r})")
     if not isinstance(page, (int, np.integer)) or not 0 <= page < n_pages:
         raise ValueError(f"expected page in 0..{n_pages - 1} (got {page!r})")
+    width, height, shift, gap = 1.0, 1.3, 0.2, 0.55  # pages of one book fan out up and to the right
+    step = width + shift * n_pages + gap
+    mean_x = n_books * step + 0.9                     # where the "average book" starts
+    right = mean_x + 0.5 + shift * n_pages + 1.6
     if ax is None:
         import matplotlib.pyplot as plt
 
-        _, ax = plt.subplots(figsize=(1.6 * n_books + 1.5, 2.6))
-    width, height, shift = 1.0, 1.3, 0.18  # pages of one book fan out up and to the right
+        _, ax = plt.subplots(figsize=(1.35 * right, 3.0))
     for i in range(n_books):
-        x0 = i * (width + 2 * shift * n_pages + 0.4)
+        x0 = i * step
         for k in reversed(range(n_pages)):  # draw back pages first so page 0 is on top
             reduced = k == page
             ax.add_patch(Rectangle((x0 + k * shift, k * shift), width, height,
                                    facecolor=HIGHLIGHT if reduced else PLAIN, edgecolor=EDGE,
                                    linewidth=0.8, gid="reduced" if reduced else "other"))
-        ax.text(x0 + width / 2, -0.3, f"book (sample) {i}", ha="center", va="top", fontsize=8)
-    right = (n_books - 1) * (width + 2 * shift * n_pages + 0.4) + width + shift * n_pages
-    ax.set_xlim(-0.3, right + 0.3)
-    ax.set_ylim(-0.8, height + shift * n_pages + 0.3)
+        # H lines of W characters on the front page: the values one page holds
+        for r in range(1, lines):
+            ax.plot([x0, x0 + width], [r * height / lines] * 2, color=EDGE, lw=0.4, alpha=0.6)
+        for c in range(1, chars):
+            ax.plot([x0 + c * width / chars] * 2, [0, height], color=EDGE, lw=0.4, alpha=0.6)
+        ax.text(x0 + width / 2, -0.15, f"book {i}\n(sample {i})", ha="center", va="top", fontsize=10)
+    ax.text(-0.1, height / 2, f"page = channel\n{lines}x{chars} values\nper page",
+            ha="right", va="center", fontsize=9)
+    # the result: one number per page number
+    ax.add_patch(FancyArrowPatch((mean_x - 0.75, height / 2), (mean_x - 0.1, height / 2),
+                                 arrowstyle="-|>", mutation_scale=14, color=EDGE))
+    cell = 0.5
+    for k in reversed(range(n_pages)):
+        ax.add_patch(Rectangle((mean_x + k * shift, height / 2 - cell / 2 + k * shift), cell, cell,
+                               facecolor=HIGHLIGHT if k == page else PLAIN, edgecolor=EDGE,
+                               linewidth=0.8, gid="mean"))
+    ax.text(mean_x + cell / 2, height / 2 - cell / 2 - 0.15, "the average book:\none mean per\npage, shape (C,)",
+            ha="center", va="top", fontsize=9)
+    ax.set_xlim(-1.5, right)
+    ax.set_ylim(-1.0, height + shift * n_pages + 0.2)
     ax.set_aspect("equal")
     ax.axis("off")
-    ax.set_title(f"mean of channel {page} = average of page {page} over all {n_books} books", fontsize=9)
+    ax.set_title(f"mean of channel {page} = average of page {page} over all {n_books} books "
+                 f"(N x H x W = {n_books} x {lines} x {chars} values)", fontsize=11)
     return ax
 
 
