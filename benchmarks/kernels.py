@@ -1,8 +1,10 @@
 """Executing a notebook in a fresh kernel of this interpreter, timed (sections c, d and e)."""
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -20,6 +22,7 @@ def _kernel_path() -> None:
     if _KERNEL_DIR is not None:
         return
     _KERNEL_DIR = Path(tempfile.mkdtemp(prefix="coursekit-bench-kernel-"))
+    atexit.register(shutil.rmtree, _KERNEL_DIR, ignore_errors=True)
     spec = _KERNEL_DIR / "kernels" / "python3"
     spec.mkdir(parents=True)
     (spec / "kernel.json").write_text(json.dumps({
