@@ -9,8 +9,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from coursekit.grader.bounded import (OutputError, load_json, load_npz, new_dir, read_regular, save_npz,
-                                      write_json)
+from coursekit.grader.bounded import OutputError, load_json, load_npz, new_dir, read_regular, save_npz, write_json
 
 
 def _bomb(path, nbytes):

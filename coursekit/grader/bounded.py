@@ -32,7 +32,7 @@ __all__ = ["OutputError", "read_regular", "load_json", "load_npz", "write_json",
 
 MAX_JSON_BYTES = 2**20  # a probe's result: a status, a message, a little metadata
 MAX_NPZ_BYTES = 64 * 2**20  # compressed, on disk
-MAX_ARRAY_BYTES = 256 * 2**20  # uncompressed, all arrays of one archive together
+MAX_ARRAY_BYTES = 64 * 2**20  # uncompressed, all arrays of one archive together (probes return KBs)
 MAX_MEMBERS = 256
 
 
@@ -91,7 +91,7 @@ def load_npz(path, max_bytes: int = MAX_NPZ_BYTES, max_array_bytes: int = MAX_AR
     Args:
         path: the archive.
         max_bytes: cap on the archive's size on disk. Default: 64 MiB.
-        max_array_bytes: cap on the arrays' total size once loaded. Default: 256 MiB.
+        max_array_bytes: cap on the arrays' total size once loaded. Default: 64 MiB.
         max_members: cap on the number of arrays. Default: 256.
 
     Raises:

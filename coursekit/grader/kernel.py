@@ -110,7 +110,12 @@ class Kernel:
         context.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE)  # default for every socket the client opens
         # IPC sockets and the connection file in the submission's own directory: no TCP port to race
         # other kernels for, nothing in the grader's runtime directory, visible inside the sandbox
-        km = AsyncKernelManager(kernel_name="coursekit-grader", kernel_spec_manager=_Spec(), context=context,
+        class _Manager(AsyncKernelManager):
+            def client(self, **kw):  # jupyter_client gives the client a fresh context otherwise
+                kw.setdefault("context", self.context)
+                return super().client(**kw)
+
+        km = _Manager(kernel_name="coursekit-grader", kernel_spec_manager=_Spec(), context=context,
                                 transport="ipc", ip=str(self.work / f"kernel{self.starts}"),
                                 connection_file=str(self.work / f"kernel{self.starts}.json"))
         self.client = _client_class()(nbformat.v4.new_notebook(), km=km, allow_errors=True, startup_timeout=120,
