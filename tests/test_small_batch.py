@@ -1,0 +1,164 @@
+"""Lesson 06 (c) and (g): the small-batch verdicts hold on seeds the notebook does not show.
+
+The notebook checks its verdicts on seeds 0-4; these tests re-run the same experiments on seeds 5-9
+with the same rules, so a verdict that held by luck on the shown seeds fails here. When the
+thresholds were set, seeds 0-9 were run with the default arithmetic and with
+``ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=SSE41`` (20 runs of each experiment); the worst
+value seen over those runs, against the rule's threshold:
+
+=====================================================================  =========  ==========
+rule (MLP on the digits, 2400 training images per run; CNN for (g))    threshold  worst seen
+=====================================================================  =========  ==========
+GN - BN test accuracy at batch 2, minimum over seeds                    > 0.05     0.136
+GN median - BN median at batch 2                                        > 0.15     0.236
+BN median, batch 4 minus batch 2                                        > 0.15     0.244
+GN median, batch 4 minus batch 2                                        < 0.1      0.047
+BN median - GN median, minimum over batch sizes >= 4                    > -0.03    0.000
+share of training-mode normalized values within 0.01 of +-1 (batch 2)  > 0.9      0.965
+share of eval-mode normalized values within 0.01 of +-1 (batch 2)      < 0.05     0.011
+log running-var spread: min over seeds at b2 / max at b32               > 1.5      2.89
+share of the GN gap that update_bn recovers at batch 2, max             < 0.5      0.217
+GN - recalibrated BN at batch 2, min                                    > 0.05     0.107
+abs(train mode - eval mode accuracy) at batch 32, max                   < 0.08     0.034
+eval mode - train mode (test pairs) accuracy at batch 2, min            > 0.1      0.176
+CNN, 150 steps at batch 32: mean clean gain of update_bn                > 0.05     0.104
+CNN: smallest clean gain of update_bn                                   > -0.01    0.020
+CNN: spread over seeds after / before update_bn                         < 0.5      0.187
+CNN: smallest gain of update_bn on shifted images                       > 0.2      0.500
+=====================================================================  =========  ==========
+
+The tightest rule is "BN median not more than 0.03 below GN's at batch >= 4": BN is level with GN
+or ahead there, so the margin is the 0.03 tolerance itself.
+"""
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.optim.swa_utils import update_bn
+
+from coursekit.lab.data import digits_data
+from coursekit.lab.experiments import batch_schedule, batch_size_sweep
+from coursekit.lab.training import accuracy
+
+SEEDS = (5, 6, 7, 8, 9)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return digits_data()
+
+
+@pytest.fixture(scope="module")
+def sweep(data):
+    return batch_size_sweep(data, arch="mlp", norms=("bn", "gn"), batch_sizes=(2, 4, 8, 16, 32), seeds=SEEDS,
+                            images=2400, lr=1e-2, hidden=64, depth=2, groups=8, keep_models=True)
+
+
+def _loader(x, batch_size=200):
+    return [x[i:i + batch_size] for i in range(0, len(x), batch_size)]
+
+
+def _share_near_pm1(t, tol=0.01):
+    return float(((t.abs() - 1).abs() < tol).float().mean())
+
+
+def _normalized(net, x, batch_size, batches=150):
+    idx = batch_schedule(len(x), batch_size, batches, seed=0)
+    with torch.no_grad():
+        z = net[1](net[0](x[idx.flatten()]))
+        per_batch = z.view(batches, batch_size, -1).transpose(0, 1).reshape(batch_size, -1)
+        train = F.batch_norm(per_batch, None, None, training=True, eps=net[2].eps)
+        evl = F.batch_norm(z, net[2].running_mean, net[2].running_var, training=False, eps=net[2].eps)
+    return train.flatten(), evl.flatten()
+
+
+def _train_mode_accuracy(net, x, y, batch_size):
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    order = order[: len(x) - len(x) % batch_size]
+    probe = copy.deepcopy(net).train()
+    with torch.no_grad():
+        pred = torch.cat([probe(x[idx]).argmax(1) for idx in order.view(-1, batch_size)])
+    return float((pred == y[order]).double().mean())
+
+
+def small_batch_margins(sweep, data):
+    """Every value the lesson's (c) verdicts compare with a threshold, for the sweep's seeds."""
+    acc = sweep.accuracy
+    out = {
+        "gap2": min(g - b for b, g in zip(acc["bn"][2], acc["gn"][2])),
+        "median_gap2": sweep.median("gn", 2) - sweep.median("bn", 2),
+        "bn_drop": sweep.median("bn", 4) - sweep.median("bn", 2),
+        "gn_drop": sweep.median("gn", 4) - sweep.median("gn", 2),
+        "level": min(sweep.median("bn", b) - sweep.median("gn", b) for b in sweep.batch_sizes if b >= 4),
+    }
+    train2, eval2 = _normalized(sweep.models[("bn", 2)][0], data.x_train, 2)
+    out["pm1_train"], out["pm1_eval"] = _share_near_pm1(train2), _share_near_pm1(eval2)
+    rows = {}
+    for b in (2, 32):
+        for trained, gn in zip(sweep.models[("bn", b)], acc["gn"][b]):
+            fresh = copy.deepcopy(trained)
+            update_bn(_loader(data.x_train), fresh)
+            rows.setdefault(b, []).append(dict(
+                var=float((trained[2].running_var / fresh[2].running_var).log().std()),
+                ev=accuracy(trained, data.x_test, data.y_test), rec=accuracy(fresh, data.x_test, data.y_test),
+                tm=_train_mode_accuracy(trained, data.x_test, data.y_test, b), gn=gn))
+    out["var_ratio"] = min(r["var"] for r in rows[2]) / max(r["var"] for r in rows[32])
+    out["recovered"] = max((r["rec"] - r["ev"]) / (r["gn"] - r["ev"]) for r in rows[2])
+    out["gap_after"] = min(r["gn"] - r["rec"] for r in rows[2])
+    out["modes32"] = max(abs(r["tm"] - r["ev"]) for r in rows[32])
+    out["modes2"] = min(r["ev"] - r["tm"] for r in rows[2])
+    return out
+
+
+def stale_statistics_margins(data, seeds):
+    """The values section (g)'s verdicts compare: short CNN runs at batch 32, before/after update_bn."""
+    runs = batch_size_sweep(data, arch="cnn", norms=("bn",), batch_sizes=(32,), seeds=seeds, steps=150,
+                            lr=1e-2, channels=8, keep_models=True)
+    shifted_train, shifted_test = data.x_train * 0.5 + 0.3, data.x_test * 0.5 + 0.3
+    before, after, shifted_gain = [], [], []
+    for trained in runs.models[("bn", 32)]:
+        recal, adapted = copy.deepcopy(trained), copy.deepcopy(trained)
+        update_bn(_loader(data.x_train), recal)
+        update_bn(_loader(shifted_train), adapted)
+        before.append(accuracy(trained, data.x_test, data.y_test))
+        after.append(accuracy(recal, data.x_test, data.y_test))
+        shifted_gain.append(accuracy(adapted, shifted_test, data.y_test) - accuracy(trained, shifted_test, data.y_test))
+    gains = [a - b for a, b in zip(after, before)]
+    return {"mean_gain": sum(gains) / len(gains), "min_gain": min(gains),
+            "spread_ratio": (max(after) - min(after)) / (max(before) - min(before)),
+            "shifted_gain": min(shifted_gain)}
+
+
+def test_bn_breaks_down_at_batch_2_and_gn_does_not(sweep, data):
+    """(c): at batch 2 GN beats BN on every seed; BN falls from batch 4 to 2, GN does not; level from 4 up."""
+    m = small_batch_margins(sweep, data)
+    assert m["gap2"] > 0.05 and m["median_gap2"] > 0.15, m
+    assert m["bn_drop"] > 0.15 and m["gn_drop"] < 0.1, m
+    assert m["level"] > -0.03, m
+
+
+def test_batch_2_mechanism_verdicts(sweep, data):
+    """(c): +-1 outputs in training only; noisier running variances; update_bn does not close the gap."""
+    m = small_batch_margins(sweep, data)
+    assert m["pm1_train"] > 0.9 and m["pm1_eval"] < 0.05, m
+    assert m["var_ratio"] > 1.5, m
+    assert m["recovered"] < 0.5 and m["gap_after"] > 0.05, m
+    assert m["modes32"] < 0.08 and m["modes2"] > 0.1, m
+
+
+def test_update_bn_repairs_stale_statistics_of_short_cnn_runs(data):
+    """(g): after 150 steps at batch 32, update_bn lifts clean accuracy and shrinks the spread over seeds."""
+    m = stale_statistics_margins(data, SEEDS)
+    assert m["mean_gain"] > 0.05 and m["min_gain"] > -0.01, m
+    assert m["spread_ratio"] < 0.5, m
+    assert m["shifted_gain"] > 0.2, m
+
+
+def test_the_verdicts_can_fail(data):
+    """Known-wrong: the same rules reject a sweep where BN is not at a disadvantage (both columns GN)."""
+    fake = batch_size_sweep(data, arch="mlp", norms=("gn",), batch_sizes=(2, 4), seeds=SEEDS[:2],
+                            images=400, lr=1e-2, groups=8)
+    fake.accuracy["bn"] = fake.accuracy["gn"]
+    gap2 = min(g - b for b, g in zip(fake.accuracy["bn"][2], fake.accuracy["gn"][2]))
+    assert not gap2 > 0.05
