@@ -73,7 +73,7 @@ def test_detects_an_unexpected_error(tmp_path):
     assert "ZeroDivisionError" in problems[0]
 
 
-@pytest.mark.parametrize("notebook", share(0), ids=lambda p: str(p.relative_to(ROOT)))
+@pytest.mark.parametrize("notebook", share(1), ids=lambda p: str(p.relative_to(ROOT)))
 def test_checked_cells_stable(notebook):
     """Every checked cell of this notebook prints its stored output on the other arithmetic path."""
     problems = check_notebook(notebook)
