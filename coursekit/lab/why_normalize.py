@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -112,7 +112,7 @@ class ParallelMLP:
         for p in self.parameters():
             p.requires_grad_(True)
 
-    def recalibrated(self, x: torch.Tensor) -> "ParallelMLP":
+    def recalibrated(self, x: torch.Tensor) -> ParallelMLP:
         """A copy whose running statistics are the exact batch statistics of ``x`` (one pass).
 
         Eval mode then normalizes with the mean and unbiased variance of the whole of ``x``, what
