@@ -12,7 +12,34 @@ ONEDNN_MAX_CPU_ISA=SSE41``. The margin is how far the measured value is from the
 threshold (threshold / value for "<", value / threshold for ">"; > 1 means the verdict holds).
 Worst margin over the 4 triples:
 
-MARGINS_TABLE
+    verdict                                default arithmetic   ATEN default + SSE41   worst
+    plain spread l8/l1 < 0.1                              266                    266   266
+    BN spread l8/l1 > 0.5                                1.99                   1.99   1.99
+    BN share |tanh|>0.99 < 0.05                          5.19                   5.19   5.19
+    BN bias effect < 1e-9                                8.38                   2.97   2.97
+    lr0.1 BN every seed < 0.5                            2.13                   2.34   2.13
+    lr0.1 plain med > 4 BN med                           1.89                   1.76   1.76
+    plain med < 0.5 at 0.003, 0.01                       2.15                   2.15   2.15
+    BN med < 0.5 at 0.001..0.1                           1.84                   1.85   1.84
+    init BN med < 0.25 every scale                        1.8                    1.8   1.8
+    init BN worst/best < 10                               1.8                   2.22   1.8
+    init plain worst/best > 20                           1.49                   1.99   1.49
+    init 0.3 plain < BN                                  2.47                   2.26   2.26
+    grad plain l1/l8 < 0.05                              3.84                   3.84   3.84
+    grad BN l1/l8 > 0.05                                  3.4                   3.41   3.4
+    reg BN med > 0.8 plain                               1.28                   1.27   1.27
+    reg dropout med > 0.8 plain                          1.27                   1.27   1.27
+    (info) reg BN/plain                             1.03-1.20              1.02-1.22
+    (info) reg drop/plain                           1.01-1.17              1.01-1.17
+    noisy shift > 10x max(plain, BN)                     3.48                   4.57   3.48
+    noisy med < 0.5 and < plain/2                        5.79                   6.15   5.79
+    beta lr0.1 BN < plain                                 1.8                   2.45   1.8
+    beta lr0.01 BN > 2 plain                             4.43                   3.65   3.65
+    BN weight norm 0.1 > 2x 0.01                         2.35                    2.3   2.3
+
+(info: ratio of medians over each triple, not a verdict.) The smallest margin, 1.27, is the
+regularization verdict: BN's median test MSE is 1.02-1.22x the plain network's, never 0.8x.
+The section-9 verdicts (BN does not Gaussianize) use one fixed sample and are not seed-dependent.
 
 The cheap verdicts (signal spread, saturation share, bias cancellation, vanishing gradients) and
 one training verdict (lr 0.1) are re-run below on seeds 3-7 by ``test_verdicts_hold_on_other_seeds``.
@@ -237,11 +264,14 @@ def test_verdicts_hold_on_other_seeds():
         assert max(float((a.abs() > 0.99).float().mean()) for a in bn) < 0.05
         g_plain = layer_gradient_norms(seed_net(False, s).train(), data[s].x_train, data[s].y_train)
         g_bn = layer_gradient_norms(seed_net(True, s).train(), data[s].x_train, data[s].y_train)
-        assert g_plain[0] < 0.01 * g_plain[7] and g_bn[0] > 0.01 * g_bn[7]
+        assert g_plain[0] < 0.05 * g_plain[7] and g_bn[0] > 0.05 * g_bn[7]
+        bn64 = [layer_outputs(seed_net(True, s, bias_init=b).double().train(), data[s].x_train.double(), nn.Tanh,
+                              inputs=True) for b in (-0.2, 0.0)]
+        assert max(float((u - v).abs().max()) for u, v in zip(*bn64)) < 1e-9   # BN cancels the bias
     base = torch.tensor([predict_the_mean_mse(data[s]) for s in seeds])
     plain = train_grid(False, data, seeds, lr=0.1, epochs=6)[1][0] / base
     bn = train_grid(True, data, seeds, lr=0.1, epochs=6)[1][0] / base
-    assert bool((bn < 0.25).all())
+    assert bool((bn < 0.5).all())
     assert float(plain.median()) > 4 * float(bn.median())
 
 
