@@ -89,7 +89,8 @@ class ParallelMLP:
         first = nets[0]
         linears = [i for i, m in enumerate(first) if isinstance(m, nn.Linear)]
         if not linears or linears[-1] != len(first) - 1:
-            raise ValueError("expected an mlp: Linear -> [BatchNorm1d] -> activation blocks, then a Linear head")
+            raise ValueError("expected an mlp: Linear -> [BatchNorm1d] -> activation blocks, then a Linear head "
+                             f"(got {[type(m).__name__ for m in first]})")
         self.batch_norm = any(isinstance(m, nn.BatchNorm1d) for m in first)
         self.activation = first[linears[0] + (2 if self.batch_norm else 1)]
         bns = [m for m in first if isinstance(m, nn.BatchNorm1d)]
