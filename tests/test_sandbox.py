@@ -136,22 +136,24 @@ while time.time() - _t < 4:  # kill every other kernel of this test run (its cmd
     time.sleep(0.1)
 '''
     writers = '''
-import io, json, zipfile
+import glob, io, zipfile
 import numpy as np
 _h = io.BytesIO()
 np.lib.format.write_array_header_1_0(_h, {"descr": "<f8", "fortran_order": False, "shape": (2**25,)})
 _z = io.BytesIO()
 with zipfile.ZipFile(_z, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf, zf.open("mean.npy", "w") as f:
     f.write(_h.getvalue() + bytes(2**28))  # 256 MiB of zeros in about 0.3 MB: compressed once
-_BOMB, _savez, _dump = _z.getvalue(), np.savez, json.dump
-def _bomb(path, **kw):
-    with open(path, "wb") as f:
-        f.write(_BOMB)
-def channel_stats(x):  # the harness's writers, patched while this task is probed
-    np.savez = _bomb
+_BOMB = _z.getvalue()
+def _overwrite(name, data):
+    # the probe's earlier cases are written by the time a later case calls us: replace them
+    for p in glob.glob(os.path.dirname(os.getcwd()) + "/*/*/" + name):
+        with open(p, "wb") as f:
+            f.write(data)
+def channel_stats(x):
+    _overwrite("out0.npz", _BOMB)
     return torch.zeros(x.shape[1]), torch.ones(x.shape[1])
 def batch_norm_train(x, gamma, beta, eps=1e-5):
-    np.savez, json.dump = _savez, lambda obj, f, **kw: f.write("[" * 200000 + "]" * 200000)
+    _overwrite("res0.json", b"[" * 200000 + b"]" * 200000)
     return torch.zeros_like(x)
 '''
     plant = f'''
@@ -178,7 +180,7 @@ threading.Thread(target=_plant, daemon=True).start()
     wrong = _gated("")
     both = "answer-channel_stats", "answer-batch_norm_train"
     return {"kill_daemon_plant": _gated(kill + plant), "solved": _solved(), "escape": _gated(escape),
-            "bomb_and_deep_json": _with({both[0]: "import torch\n" + writers,
+            "bomb_and_deep_json": _with({both[0]: "import os, torch\n" + writers,
                                          both[1]: "# both tasks are in the cell above\n"}),
             "star_import": star, "capture_magic": magic, "honest_wrong": wrong, "victim_untouched": untouched}
 
@@ -284,7 +286,8 @@ def test_attacks_from_the_kernel_earn_nothing_and_cost_only_their_own_task(batch
     if attack == "escape":
         assert st == {"channel_stats": "fail", "batch_norm_train": "pass"}, r.tasks
     elif attack == "kill_daemon_plant":  # a link planted where the grader writes next: that task's error at worst
-        assert st["channel_stats"] == "fail" and st["batch_norm_train"] in ("pass", "error"), r.tasks
+        assert st["channel_stats"] in ("fail", "error") and st["batch_norm_train"] in ("pass", "error"), r.tasks
+        assert all("could not write" in t.message for t in r.tasks if t.status == "error"), r.tasks
     else:  # the zip bomb and the 200 000-deep JSON: each its own task's error, read without harm
         assert st == {"channel_stats": "error", "batch_norm_train": "error"}, r.tasks
         assert "unpacks to more than" in r.tasks[0].message and "nested too deeply" in r.tasks[1].message, r.tasks
