@@ -202,7 +202,7 @@ print(json.dumps({
 """
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def probe_hashes(other_path: bool) -> dict[str, str]:
     out = subprocess.run([sys.executable, "-c", PROBE], env=environment(other_path),
                          capture_output=True, text=True, check=True, timeout=120)

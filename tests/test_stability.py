@@ -10,13 +10,17 @@ The notebooks are split between this file and tests/test_stability_more.py so th
 """
 from __future__ import annotations
 
-
 import nbformat
 import pytest
-
 from stability_support import (
-    ROOT, check_notebook, compare, course_notebooks, execute, load_sanitize_patterns,
-    probe_hashes, share,
+    ROOT,
+    check_notebook,
+    compare,
+    course_notebooks,
+    execute,
+    load_sanitize_patterns,
+    probe_hashes,
+    share,
 )
 
 FIXTURE = ROOT / "tests" / "fixtures" / "path_dependent.ipynb"
@@ -54,8 +58,8 @@ def test_detects_a_path_dependent_checked_cell(tmp_path):
     message = problems[0]
     assert message.startswith("path_dependent.ipynb cell 2 (id 'fixture-2', nbval Cell 1)"), message
     assert "stdout differs at line 2" in message
-    stored_line = [l for l in message.splitlines() if l.strip().startswith("stored:")][0]
-    got_line = [l for l in message.splitlines() if l.strip().startswith("got:")][0]
+    stored_line = [line for line in message.splitlines() if line.strip().startswith("stored:")][0]
+    got_line = [line for line in message.splitlines() if line.strip().startswith("got:")][0]
     assert "last bits of a tanh sum:" in stored_line and "last bits of a tanh sum:" in got_line
     assert stored_line.split("stored:")[1].strip() != got_line.split("got:")[1].strip()
 

@@ -5,7 +5,6 @@ A separate file so that pytest-xdist's ``--dist loadfile`` runs the two shares o
 from __future__ import annotations
 
 import pytest
-
 from stability_support import ROOT, check_notebook, share
 
 

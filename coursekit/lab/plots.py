@@ -14,7 +14,7 @@ or ``Axes`` it drew on, so notebooks display it and tests inspect it without a d
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
