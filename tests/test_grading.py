@@ -17,7 +17,7 @@ from coursekit.grader import cli as grading_cli, grade as grading
 from coursekit.build import build_notebook
 from coursekit.grader.grade import grade_paths
 from coursekit.grader.scan import forbidden_uses
-from coursekit.grader.probes import NORM_NAMES
+from coursekit.tasks._task import NORM_NAMES
 from coursekit.tasks import EXERCISES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -152,8 +152,9 @@ def test_untouched_exercise_scores_zero(graded):
 def test_attacks_gain_nothing(graded, attack):
     r = graded[attack]
     assert r.error is None
-    # patching np.load breaks the probes of every task: the learner only hurts themselves
-    zero = ("checks_edited", "answers_deleted", "np_load_patched")
+    # the probe's I/O functions are captured before any answer runs (in_kernel.py): patching np.load
+    # changes nothing, the honest batch_norm_train keeps its point and the garbage earns nothing
+    zero = ("checks_edited", "answers_deleted")
     assert r.score == (0 if attack in zero else 1), r.tasks
     assert _status(r)["02.channel_stats"] != "pass"
 

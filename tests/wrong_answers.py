@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["WRONG", "HINTS", "STUBS", "solutions", "SOLUTIONS_DIR"]
+__all__ = ["WRONG", "HINTS", "RIGHT", "STUBS", "solutions", "SOLUTIONS_DIR"]
 
 SOLUTIONS_DIR = Path(__file__).resolve().parent.parent / "solutions"
 
@@ -107,7 +107,7 @@ def _(x):
     return mean, x.pow(2).mean(_dims(x))
 
 
-@_wrong("channel_stats", "calls_F_batch_norm", "do not call F.batch_norm")
+@_wrong("channel_stats", "calls_F_batch_norm", "batch_norm")
 def _(x):
     c = x.shape[1]
     rm, rv = torch.zeros(c, dtype=x.dtype), torch.ones(c, dtype=x.dtype)
@@ -179,17 +179,17 @@ def _(x, gamma, beta, eps=1e-5):
     return (x - mean) / torch.sqrt(var + eps) * _v(gamma, x) + _v(beta, x)
 
 
-@_wrong("batch_norm_train", "calls_F_batch_norm", "do not call F.batch_norm")
+@_wrong("batch_norm_train", "calls_F_batch_norm", "batch_norm")
 def _(x, gamma, beta, eps=1e-5):
     return F.batch_norm(x, None, None, gamma, beta, training=True, eps=eps)
 
 
-@_wrong("batch_norm_train", "calls_torch_batch_norm_imported_name", "do not call torch.batch_norm")
+@_wrong("batch_norm_train", "calls_torch_batch_norm_imported_name", "batch_norm")
 def _(x, gamma, beta, eps=1e-5, _f=F.batch_norm):  # bound before the check: still caught one level down
     return _f(x, None, None, gamma, beta, training=True, eps=eps)
 
 
-@_wrong("batch_norm_train", "uses_nn_BatchNorm", "do not call F.batch_norm")
+@_wrong("batch_norm_train", "uses_nn_BatchNorm", "BatchNorm1d")
 def _(x, gamma, beta, eps=1e-5):
     bn = nn.BatchNorm1d(x.shape[1], eps=eps, track_running_stats=False).to(x.dtype)
     with torch.no_grad():
@@ -198,7 +198,7 @@ def _(x, gamma, beta, eps=1e-5):
     return bn(x if x.dim() <= 3 else x.flatten(2)).reshape(x.shape)
 
 
-@_wrong("batch_norm_train", "swallows_the_sentinel", "do not call F.batch_norm")
+@_wrong("batch_norm_train", "swallows_the_sentinel", "batch_norm")
 def _(x, gamma, beta, eps=1e-5):
     try:
         return F.batch_norm(x, None, None, gamma, beta, training=True, eps=eps)
@@ -245,7 +245,7 @@ def _(running_mean, running_var, x, momentum=0.1, num_batches_tracked=0):
     return running_mean, running_var
 
 
-@_wrong("update_running_stats", "calls_F_batch_norm", "do not call F.batch_norm")
+@_wrong("update_running_stats", "calls_F_batch_norm", "batch_norm")
 def _(running_mean, running_var, x, momentum=0.1, num_batches_tracked=0):
     rm, rv = running_mean.clone(), running_var.clone()
     f = 1.0 / (num_batches_tracked + 1) if momentum is None else momentum
@@ -337,12 +337,12 @@ class _StatsParams(_BN2d):
         self.register_buffer("num_batches_tracked", torch.tensor(0))
 
 
-@_wrong("MyBatchNorm2d", "subclasses_nn_BatchNorm2d", "do not subclass")
+@_wrong("MyBatchNorm2d", "subclasses_nn_BatchNorm2d", "BatchNorm2d")
 class _Sub(nn.BatchNorm2d):
     pass
 
 
-@_wrong("MyBatchNorm2d", "calls_F_batch_norm", "do not call F.batch_norm")
+@_wrong("MyBatchNorm2d", "calls_F_batch_norm", "batch_norm")
 class _CallsF(_BN2d):
     def forward(self, x):
         return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
@@ -441,7 +441,7 @@ def _(dy, cache):
     return _bwd(dy, cache, swap=True)
 
 
-@_wrong("batch_norm_backward", "sums_keep_dims", "have shape (C,)")
+@_wrong("batch_norm_backward", "sums_keep_dims", "keepdim")
 def _(dy, cache):
     dx, dgamma, dbeta = _bwd(dy, cache)
     return dx, _v(dgamma, dy), _v(dbeta, dy)
@@ -554,13 +554,13 @@ def _(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     return _ln(x, tuple(normalized_shape), weight, bias, eps, dims=dims)
 
 
-@_wrong("layer_norm", "calls_F_layer_norm", "do not call F.layer_norm")
+@_wrong("layer_norm", "calls_F_layer_norm", "layer_norm")
 def _(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
     return F.layer_norm(x, shape, weight, bias, eps)
 
 
-@_wrong("layer_norm", "calls_F_group_norm", "do not call F.group_norm")
+@_wrong("layer_norm", "calls_F_group_norm", "group_norm")
 def _(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
     y = F.group_norm(x.reshape(-1, 1, int(np.prod(shape))), 1, eps=eps).reshape(x.shape)
@@ -593,12 +593,12 @@ def _(x, weight=None, bias=None, eps=1e-5):
     return _in(x, weight, bias, eps, eps_outside=True)
 
 
-@_wrong("instance_norm", "calls_F_instance_norm", "do not call F.instance_norm")
+@_wrong("instance_norm", "calls_F_instance_norm", "instance_norm")
 def _(x, weight=None, bias=None, eps=1e-5):
     return F.instance_norm(x, weight=weight, bias=bias, eps=eps)
 
 
-@_wrong("instance_norm", "uses_nn_InstanceNorm", "do not call F.instance_norm")
+@_wrong("instance_norm", "uses_nn_InstanceNorm", "InstanceNorm")
 def _(x, weight=None, bias=None, eps=1e-5):
     layer = {3: nn.InstanceNorm1d, 4: nn.InstanceNorm2d, 5: nn.InstanceNorm3d}[x.dim()](x.shape[1], eps=eps)
     y = layer(x)
@@ -644,7 +644,7 @@ def _(x, num_groups, weight=None, bias=None, eps=1e-5):
     return _gn(x, num_groups, weight, bias, eps, dims=(0, 2))
 
 
-@_wrong("group_norm", "calls_F_group_norm", "do not call F.group_norm")
+@_wrong("group_norm", "calls_F_group_norm", "group_norm")
 def _(x, num_groups, weight=None, bias=None, eps=1e-5):
     return F.group_norm(x, num_groups, weight, bias, eps)
 
@@ -797,7 +797,7 @@ def _(model, loader):
     return _recal(model, loader, restore_momentum=False)
 
 
-@_wrong("recalibrate", "calls_update_bn", "do not call torch.optim.swa_utils.update_bn")
+@_wrong("recalibrate", "calls_update_bn", "do not use swa_utils")
 def _(model, loader):
     torch.optim.swa_utils.update_bn(loader, model)
     return model
@@ -875,7 +875,7 @@ def _(conv, bn):
     return conv
 
 
-@_wrong("fold_conv_bn", "calls_fuse_conv_bn_eval", "do not call torch.nn.utils.fusion.fuse_conv_bn_eval")
+@_wrong("fold_conv_bn", "calls_fuse_conv_bn_eval", "do not use fuse_conv_bn_eval")
 def _(conv, bn):
     from torch.nn.utils import fusion
 
@@ -911,7 +911,7 @@ def _(linear, bn):
     return linear
 
 
-@_wrong("fold_linear_bn", "calls_fuse_linear_bn_eval", "do not call torch.nn.utils.fusion.fuse_linear_bn_eval")
+@_wrong("fold_linear_bn", "calls_fuse_linear_bn_eval", "do not use fuse_linear_bn_eval")
 def _(linear, bn):
     from torch.nn.utils import fusion
 
@@ -968,11 +968,141 @@ def _(model):
     return _fold_seq(copy.deepcopy(model), skip_activations=True).eval()
 
 
-@_wrong("fold_model", "calls_fx_fuse", "do not call torch.fx.experimental.optimization.fuse")
+@_wrong("fold_model", "calls_fx_fuse", "do not use fuse")
 def _(model):
     from torch.fx.experimental import optimization
 
     return optimization.fuse(copy.deepcopy(model).eval())
+
+
+# ------------------------------------------------------------------------------------------
+# from published code (blog posts, course solutions, detection repos) and the grader's old probes
+# ------------------------------------------------------------------------------------------
+@_wrong("channel_stats", "keepdim_shapes", "keepdim")
+def _(x):
+    return x.mean(_dims(x), keepdim=True), x.var(_dims(x), unbiased=False, keepdim=True)
+
+
+@_wrong("channel_stats", "unbiased_variance_probe", "biased variance")
+def _(x):
+    return x.mean(dim=_dims(x)), x.var(dim=_dims(x), unbiased=True)
+
+
+@_wrong("batch_norm_train", "getattr_name_from_strings", "batch_norm")
+def _(x, gamma, beta, eps=1e-5):
+    return getattr(F, "batch" + "_norm")(x, None, None, gamma, beta, training=True, eps=eps)
+
+
+@_wrong("batch_norm_train", "stats_in_float32", "float32 precision")
+def _(x, gamma, beta, eps=1e-5):
+    xf = x.float()
+    mean = xf.mean(_dims(x), keepdim=True)
+    var = xf.var(_dims(x), unbiased=False, keepdim=True)
+    return ((x - mean.to(x.dtype)) / torch.sqrt(var.to(x.dtype) + eps)) * _v(gamma, x) + _v(beta, x)
+
+
+@_wrong("batch_norm_train", "assumes_4d_input", "fixed number of dimensions")
+def _(x, gamma, beta, eps=1e-5):
+    n, c, h, w = x.shape
+    mean = x.mean((0, 2, 3), keepdim=True)
+    var = x.var((0, 2, 3), unbiased=False, keepdim=True)
+    return (x - mean) / torch.sqrt(var + eps) * gamma.view(1, c, 1, 1) + beta.view(1, c, 1, 1)
+
+
+@_wrong("batch_norm_backward", "bessel_factor", "n/(n-1)")
+def _(dy, cache):
+    x_hat, inv_std, gamma = cache
+    dx, dg, db = _bwd(dy, cache)
+    m = dy.numel() // dy.shape[1]
+    return dx * m / (m - 1), dg, db
+
+
+@_wrong("batch_norm_backward", "autograd_grad", "no autograd")
+def _(dy, cache):
+    x_hat, inv_std, gamma = cache
+    shape = (1, -1) + (1,) * (dy.dim() - 2)
+    x = (x_hat / inv_std.reshape(shape)).detach().requires_grad_(True)  # any x with this x_hat
+    g = gamma.detach().clone().requires_grad_(True)
+    b = torch.zeros_like(g, requires_grad=True)
+    dims = _dims(dy)
+    y = (x - x.mean(dims, keepdim=True)) * inv_std.reshape(shape) * g.reshape(shape) + b.reshape(shape)
+    return torch.autograd.grad(y, (x, g, b), dy)
+
+
+@_wrong("batch_norm_backward", "dx_off_by_a_constant", None)
+def _(dy, cache):
+    dx, dg, db = _bwd(dy, cache)
+    return dx + 0.01, dg, db
+
+
+@_wrong("freeze_batchnorm", "only_batchnorm2d", "BatchNorm1d layers were not frozen")
+def _(model):
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.eval()
+            m.train = lambda mode=True, _m=m: _m
+            for p in m.parameters():
+                p.requires_grad_(False)
+    return model
+
+
+def _scaled(layer, bn):
+    scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+    return scale.reshape((-1,) + (1,) * (layer.weight.dim() - 1)), scale
+
+
+def _new_layer(layer, weight, bias):
+    new = copy.deepcopy(layer)
+    with torch.no_grad():
+        new.weight.copy_(weight)
+        new.bias = nn.Parameter(bias.detach().clone())
+    return new
+
+
+@_wrong("fold_conv_bn", "original_bias_not_scaled", "the original bias is scaled too")
+def _(conv, bn):
+    s, scale = _scaled(conv, bn)
+    b = conv.bias.detach() if conv.bias is not None else torch.zeros_like(bn.running_mean)
+    return _new_layer(conv, conv.weight.detach() * s, b + bn.bias.detach() - bn.running_mean * scale)
+
+
+@_wrong("fold_conv_bn", "divides_by_rsqrt", "multiplied by gamma * rsqrt")
+def _(conv, bn):
+    r = torch.rsqrt(bn.running_var + bn.eps)
+    b = conv.bias.detach() if conv.bias is not None else torch.zeros_like(bn.running_mean)
+    scale = bn.weight.detach() / r
+    return _new_layer(conv, conv.weight.detach() * scale.reshape((-1,) + (1,) * (conv.weight.dim() - 1)),
+                      (b - bn.running_mean) * scale + bn.bias.detach())
+
+
+@_wrong("fold_conv_bn", "swallows_error_returns_input", "let the exception show")
+def _(conv, bn):
+    try:
+        std = bn.running_std  # no such attribute: the helper's except hides it
+        return _new_layer(conv, conv.weight / std, conv.bias)
+    except Exception:
+        return conv
+
+
+@_wrong("fold_conv_bn", "float32_layer", "keep the original layer's dtype")
+def _(conv, bn):
+    s, scale = _scaled(conv, bn)
+    b = conv.bias.detach() if conv.bias is not None else torch.zeros_like(bn.running_mean)
+    new = copy.deepcopy(conv).float()  # a fresh default-dtype layer
+    with torch.no_grad():
+        new.weight.copy_(conv.weight * s)
+        new.bias = nn.Parameter(((b - bn.running_mean) * scale + bn.bias).float())
+    return new
+
+
+@_wrong("fold_linear_bn", "returns_a_copy_unfolded", None)
+def _(linear, bn):
+    return copy.deepcopy(linear)
+
+
+@_wrong("fold_model", "keeps_every_bn", "fold every conv/linear -> BN pair")
+def _(model):
+    return copy.deepcopy(model).eval()
 
 
 # ------------------------------------------------------------------------------------------
@@ -1009,3 +1139,29 @@ class _StubFunction(torch.autograd.Function):
 STUBS: dict[str, object] = {name: _stub for name in WRONG}
 STUBS["MyBatchNorm2d"] = _StubBatchNorm2d
 STUBS["BatchNormFunction"] = _StubFunction
+
+
+# ------------------------------------------------------------------------------------------
+# other correct answers: each must pass the check and the grader alike
+# ------------------------------------------------------------------------------------------
+def _pytorch_fusion_copied_verbatim(wrapper: str):
+    """torch.nn.utils.fusion's source pasted into a learner's cell with a one-line wrapper (the functions are the learner's own)."""
+    import inspect
+
+    import torch.nn.utils.fusion as fusion
+
+    ns: dict = {"__name__": "learner_cell"}
+    exec(compile(inspect.getsource(fusion) + "\n" + wrapper, "learner_fusion_cell.py", "exec"), ns)
+    return ns[wrapper.split("(")[0].split()[-1]]
+
+
+_fold_conv_pytorch_verbatim = _pytorch_fusion_copied_verbatim(
+    "def fold_conv_bn(conv, bn):\n    return fuse_conv_bn_eval(conv, bn)\n")
+_fold_linear_pytorch_verbatim = _pytorch_fusion_copied_verbatim(
+    "def fold_linear_bn(linear, bn):\n    return fuse_linear_bn_eval(linear, bn)\n")
+
+
+RIGHT: dict[str, dict[str, object]] = {
+    "fold_conv_bn": {"pytorch_fuse_conv_bn_eval_copied": _fold_conv_pytorch_verbatim},
+    "fold_linear_bn": {"pytorch_fuse_linear_bn_eval_copied": _fold_linear_pytorch_verbatim},
+}

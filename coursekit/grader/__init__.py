@@ -6,7 +6,8 @@ The trust boundary is in the file names. Everything here runs in the grader's ow
 * ``intake``: find submissions, read each once, identify the exercise, take its answer cells;
 * ``scan``: the static scan of answer cells for forbidden names;
 * ``kernel``: start, drive and stop the learner's kernel (the untrusted process);
-* ``probes``: per task, the hidden inputs, the source run in the kernel, the trusted comparison;
+* ``in_kernel``: the code sent INTO the learner's kernel (the only untrusted side): runs a task's body on
+  the hidden inputs, records the aten ops the dispatcher runs, returns plain data;
 * ``grade``: one submission end to end, and many in parallel;
 * ``results`` / ``reports``: what grading produces and the formats instructors read;
 * ``cli``: the ``coursekit grade`` command.

@@ -11,7 +11,8 @@ broken file. The grader therefore
    instructor's demo cells that call the learner's code are dropped;
 3. runs the setup and answer cells in a fresh kernel (the current Python, ``OMP_NUM_THREADS=1``,
    a minimal environment) inside a temporary directory, with per-cell and total time limits;
-4. runs one probe cell per task (``coursekit.grader.probes``): hidden inputs drawn from a seed the
+4. runs one probe cell per task (the task's body from ``coursekit.tasks``, with the harness of
+   ``coursekit.grader.in_kernel`` sent as the kernel's first cell): hidden inputs drawn from a seed the
    notebook never sees are written as ``.npz``; the learner's code returns plain arrays/JSON only,
    read with ``allow_pickle=False``; all comparison happens here, against PyTorch;
 5. scores each task independently: a timeout or a dead kernel costs that task only (the kernel is
@@ -58,33 +59,46 @@ def _write_inputs(task_dir: Path, cases) -> None:
         save_npz(task_dir / f"in{i}.npz", arrays)
 
 
-def _read_outputs(task_dir: Path, probe, cases) -> tuple[str, str]:
-    """Compare the probe's plain outputs with the grader's own computation: (status, message)."""
-    for i, (params, arrays) in enumerate(cases):
+def _read_outputs(task_dir: Path, task, cases) -> tuple[str, str, str | None, str | None]:
+    """Judge the kernel's plain outputs with the task's own judge: (status, message, case, hint).
+
+    Every case is judged (``coursekit.tasks.judge_case``, the same function the check cell uses);
+    the first case that does not pass decides the status and is reported with its hint.
+    """
+    from coursekit.tasks import judge_case
+
+    first = None
+    n_pass = 0
+    for i, case in enumerate(cases):
         res_path, out_path = task_dir / f"res{i}.json", task_dir / f"out{i}.npz"
+        label = f"case {i + 1} {case.desc}"
         try:
             res = load_json(res_path)  # bounded.py: regular file, size and depth capped
         except OutputError as exc:
             if not res_path.exists():
-                return "error", f"case {i + 1}: no result (the code under test did not return)"
-            return "error", f"case {i + 1}: unusable result ({exc})"
-        if not isinstance(res, dict) or not res.get("ok"):
-            err = res.get("error", "unknown error") if isinstance(res, dict) else "malformed result"
-            return "error", f"case {i + 1}: {str(err)[:600]}"
+                return "error", f"{label}: no result (the code under test did not return)", label, None
+            return "error", f"{label}: unusable result ({exc})", label, None
+        if not isinstance(res, dict):
+            return "error", f"{label}: malformed result", label, None
         try:
-            out = load_npz(out_path, max_bytes=_MAX_OUTPUT_BYTES)  # members and array headers checked first
+            res["arrays"] = load_npz(out_path, max_bytes=_MAX_OUTPUT_BYTES)  # members and array headers checked first
         except OutputError as exc:
-            return "error", f"case {i + 1}: unusable output ({exc})"
+            return "error", f"{label}: unusable output ({exc})", label, None
         try:
-            msg = probe.compare(params, arrays, out, res.get("meta") or {})
-        except KeyError as exc:
-            return "fail", f"case {i + 1}: missing output {exc}"
-        except Exception as exc:
-            return "fail", f"case {i + 1}: unusable output ({type(exc).__name__}: {str(exc)[:200]})"
-        if msg:
-            desc = ", ".join(f"{k} {tuple(v.shape)}" for k, v in arrays.items() if k in ("x", "feature"))
-            return "fail", f"case {i + 1}{' (' + desc + ')' if desc else ''}: {msg}"
-    return "pass", ""
+            verdict = judge_case(task, case, res)
+        except Exception as exc:  # plain data the judge cannot use: the answer's failure, not the grader's
+            if first is None:
+                first = ("fail", f"{label}: unusable output ({type(exc).__name__}: {str(exc)[:200]})", label, None)
+            continue
+        if verdict.passed:
+            n_pass += 1
+        elif first is None:
+            first = (verdict.status, f"{label}: {verdict.message}", label, verdict.hint)
+    if first is None:
+        return "pass", "", None, None
+    status, message, label, hint = first
+    message += f" ({n_pass}/{len(cases)} cases passed)"
+    return status, message, label, hint
 
 
 def grade_notebook(path, solutions="solutions", timeout: float = 60.0, total_timeout: float = 600.0,
@@ -105,7 +119,8 @@ def grade_notebook(path, solutions="solutions", timeout: float = 60.0, total_tim
     """
     import numpy as np
 
-    from coursekit.grader.probes import HARNESS, PROBES
+    from coursekit.checks._core import static_hint
+    from coursekit.grader import in_kernel
 
     path = Path(path)
     t0 = time.monotonic()
@@ -119,10 +134,12 @@ def grade_notebook(path, solutions="solutions", timeout: float = 60.0, total_tim
     tasks = {t.name: t for t in exercise.tasks}
     results: dict[str, TaskResult] = {}
 
-    def settle(name: str, status: str, message: str = "") -> None:
+    def settle(name: str, status: str, message: str = "", case: str | None = None, hint: str | None = None) -> None:
         if name not in results:
             t = tasks[name]
-            results[name] = TaskResult(t.id, t.points if status == "pass" else 0, t.points, status, message)
+            text = message + (f" — hint: {hint}" if hint else "")
+            results[name] = TaskResult(t.id, t.points if status == "pass" else 0, t.points, status, text,
+                                       hint=hint, case=case)
 
     answers = answer_sources(nb)
     rejected: set[str] = set()  # failed the static scan
@@ -137,14 +154,19 @@ def grade_notebook(path, solutions="solutions", timeout: float = 60.0, total_tim
             sources = with_helpers(answers, t.answer_cell)
             own = frozenset().union(*(defined_and_used(src)[0] for src in sources))
             for src in sources:
-                bad += forbidden_uses(src, PROBES[name].forbidden, own)
+                bad += forbidden_uses(src, t.forbidden_names, own)
             if bad:
                 rejected.add(name)
-                settle(name, "fail", f"uses {', '.join(sorted(set(bad)))}: the task asks you to implement it yourself")
+                found = sorted(set(bad))
+                settle(name, "fail", f"uses {', '.join(found)}: the task asks you to implement it yourself",
+                       "the source of your answer", static_hint(found))
 
     # The cells the kernel runs: the instructor's, minus checks, with the learner's answers in place.
-    cells: list[tuple[str | None, str]] = []  # (task name or None, source)
-    given = {c.get("id"): c.source for c in instructor.cells}
+    # First, before any other cell, the code the probes use (in_kernel.py): it captures its I/O
+    # functions and the library functions it watches before any learner code can replace them.
+    watch = sorted({w for t in tasks.values() for w in t.watch})
+    harness = Path(in_kernel.__file__).read_text() + f"\n_coursekit_watch({watch!r})\n"
+    cells: list[tuple[str | None, str]] = [(None, harness)]  # (task name or None, source)
     for c in instructor.cells:
         cid = c.get("id", "")
         if c.cell_type != "code" or cid.startswith("check-"):
@@ -206,29 +228,28 @@ def grade_notebook(path, solutions="solutions", timeout: float = 60.0, total_tim
         for name in tasks:
             if name in results:
                 continue
-            probe = PROBES[name]
+            task = tasks[name]
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 settle(name, "timeout", f"total time limit of {total_timeout:g} s reached before this task ran")
                 continue
             task_dir = new_dir(probe_root, name)  # fresh: a directory the kernel pre-created is never reused
-            cases = probe.make_cases(rng)
+            cases = task.cases(rng)
             try:
-                _write_inputs(task_dir, cases)
+                _write_inputs(task_dir, [(c.params, c.arrays) for c in cases])
             except OSError as exc:  # something the kernel planted: this task's error, not the grader's
                 settle(name, "error", f"could not write this task's inputs ({exc.strerror})")
                 continue
-            prelude = f"_COURSEKIT_GIVEN = {given.get('given-batch_norm_forward', '')!r}\n" if "_COURSEKIT_GIVEN" in probe.body else ""
-            source = HARNESS + prelude + probe.body + f"\n_coursekit_probe({str(task_dir)!r}, _coursekit_body)\n"
+            source = task.body + f"\n_coursekit_probe({str(task_dir)!r}, _coursekit_body)\n"
             status, msg = kernel.run(source, min(timeout, remaining))
             if status in ("timeout", "dead"):
                 settle(name, "timeout" if status == "timeout" else "error", msg)
                 restart()
                 continue
-            st, message = _read_outputs(task_dir, probe, cases)
+            st, message, case, hint = _read_outputs(task_dir, task, cases)
             if st == "error" and name in answer_errors:
                 message = f"the answer cell raised {answer_errors[name]}"
-            settle(name, st, message)
+            settle(name, st, message, case, hint)
     finally:
         kernel.stop()
         shutil.rmtree(work, ignore_errors=True)

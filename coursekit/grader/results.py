@@ -21,7 +21,9 @@ class TaskResult:
     points: int
     max_points: int
     status: str
-    message: str = ""
+    message: str = ""  # the whole verdict (case, what was wrong, " — hint: ..."), for formats that show one text
+    hint: str | None = None  # the hint alone (a recognised mistake), when there is one
+    case: str | None = None  # the first failing case, e.g. "case 3 shape (2, 3, 4, 5) float64"
 
 
 @dataclass

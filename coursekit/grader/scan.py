@@ -77,7 +77,8 @@ def forbidden_uses(source: str, names: frozenset, own: frozenset = frozenset()) 
                 found.update(set(m.split(".")) & names)
                 if m.split(".")[0] == "coursekit":
                     found.add(m)
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in names:
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in names - own:
+            # a string naming one's own function (``__all__`` of pasted code) is not the library's
             found.add(node.value)
     return sorted(found)
 
