@@ -68,7 +68,7 @@ def _read_outputs(task_dir: Path, task, cases) -> tuple[str, str, str | None, st
     from coursekit.tasks import judge_case
 
     first = None
-    n_pass = 0
+    passed, failed = [], []
     for i, case in enumerate(cases):
         res_path, out_path = task_dir / f"res{i}.json", task_dir / f"out{i}.npz"
         label = f"case {i + 1} {case.desc}"
@@ -87,17 +87,20 @@ def _read_outputs(task_dir: Path, task, cases) -> tuple[str, str, str | None, st
         try:
             verdict = judge_case(task, case, res)
         except Exception as exc:  # plain data the judge cannot use: the answer's failure, not the grader's
+            failed.append(case.desc)
             if first is None:
                 first = ("fail", f"{label}: unusable output ({type(exc).__name__}: {str(exc)[:200]})", label, None)
             continue
-        if verdict.passed:
-            n_pass += 1
-        elif first is None:
+        (passed if verdict.passed else failed).append(case.desc)
+        if not verdict.passed and first is None:
             first = (verdict.status, f"{label}: {verdict.message}", label, verdict.hint)
     if first is None:
         return "pass", "", None, None
     status, message, label, hint = first
-    message += f" ({n_pass}/{len(cases)} cases passed)"
+    if not passed:
+        message += f" [all {len(cases)} cases fail]"
+    else:  # which shapes/dtypes/modes work and which do not (the check cell says the same)
+        message += f" [{len(passed)}/{len(cases)} cases pass ({'; '.join(passed)}), failing: {'; '.join(failed) or '-'}]"
     return status, message, label, hint
 
 

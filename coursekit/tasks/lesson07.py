@@ -113,7 +113,7 @@ def _fold_judge(params, inputs, out, meta):
         return Mismatch("the folded layer has no bias",
                         hint="the fold always produces a bias: (b - running_mean) * gamma / sqrt(running_var + eps) + beta")
     if "y" not in out:
-        return Mismatch(f"the folded {cls.lower()} has dtype {meta['weight_dtype']} (bias {meta.get('bias_dtype')}), the input {params['dtype']}",
+        return Mismatch(f"the folded {cls} has dtype {meta['weight_dtype']} (bias {meta.get('bias_dtype')}), the input {params['dtype']}",
                         hint="keep the original layer's dtype: build the new weight and bias from its tensors (no torch.tensor(..., dtype=...))")
     x = D.t(inputs["x"])
     with torch.no_grad():
