@@ -268,7 +268,8 @@ def _status(r):
 @needs_bwrap
 def test_every_kernel_ran_sandboxed_and_honest_submissions_score_as_usual(batch):
     res = batch["results"]
-    assert {r.sandbox for n, r in res.items() if not n.startswith(("symlink", "fifo", "oversized"))} == {"bwrap"}
+    assert {r.sandbox.split(";")[0] for n, r in res.items() if not n.startswith(("symlink", "fifo", "oversized"))} == {
+        "bwrap"}  # (a shared working tree edited meanwhile adds a warning after ";")
     assert (res["solved"].score, res["solved"].max_score) == (2, 2), res["solved"].tasks  # its neighbour killed kernels
     assert _status(res["honest_wrong"]) == {"channel_stats": "fail", "batch_norm_train": "pass"}
     assert res["victim_untouched"].score == 0 and set(_status(res["victim_untouched"]).values()) == {"missing"}

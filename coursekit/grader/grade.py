@@ -257,9 +257,11 @@ def grade_notebook(path, solutions="solutions", timeout: float = 60.0, total_tim
         kernel.stop()
         shutil.rmtree(work, ignore_errors=True)
     changed = changed_files(digest, solutions)
-    if changed:  # unreachable with the sandbox (read-only); without it, this submission is not trusted
+    if changed and sandboxed is None:  # the kernel could have written them: this submission is not trusted
         return NotebookResult(str(path), 0, 0, error=f"trusted files changed while grading this submission: "
                               f"{', '.join(changed[:5])}", sandbox=sandbox_desc)
+    if changed:  # read-only to the sandboxed kernel: changed by someone else (e.g. an edit during the run)
+        sandbox_desc += f"; WARNING: trusted files changed during grading, not by this kernel: {', '.join(changed[:5])}"
     for name in tasks:
         settle(name, "timeout", "total time limit reached")
     ordered = [results[n] for n in tasks]
