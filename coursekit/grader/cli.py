@@ -37,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="feedback files in Markdown or HTML (default md)")
     parser.add_argument("--solutions", type=Path, default=None,
                         help="instructor solutions, or a trusted copy of the built exercises (default: <repo>/solutions)")
+    parser.add_argument("--sandbox", choices=("auto", "require", "none"), default="auto",
+                        help="run each kernel in bubblewrap: auto (if it works here, else warn), require "
+                             "(refuse without it), none (default auto)")
 
 
 
@@ -53,7 +56,17 @@ def run(args: argparse.Namespace) -> int:
         _write_outputs(args, [], note="no notebook (.ipynb) found in the submission")
         return 2
     solutions = args.solutions or find_repo_root() / "solutions"
-    results = grade_paths(files, solutions, args.timeout, args.total_timeout, args.jobs)
+    from coursekit.grader.sandbox import SandboxUnavailable
+
+    try:
+        results = grade_paths(files, solutions, args.timeout, args.total_timeout, args.jobs,
+                              sandbox=getattr(args, "sandbox", "auto"))
+    except SandboxUnavailable as exc:
+        print(f"coursekit grade: --sandbox require: {exc}", file=sys.stderr)
+        return 2
+    unsandboxed = next((r.sandbox for r in results if r.sandbox.startswith("UNSANDBOXED")), None)
+    if unsandboxed:  # on stderr, whatever else goes to stdout: an instructor must not miss it
+        print(f"coursekit grade: WARNING: {unsandboxed}", file=sys.stderr)
     quiet = "-" in (str(args.json), args.classroom, getattr(args, "csv", None))
     print(format_table(results), file=sys.stderr if quiet else sys.stdout)
     if args.json:
