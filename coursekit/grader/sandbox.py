@@ -21,7 +21,8 @@ a warning in the report), ``require`` (refuse to grade without it), ``none`` (no
 ``COURSEKIT_BWRAP`` overrides the ``bwrap`` found on ``PATH`` (an empty value or a missing file
 means "not installed"; the tests use it to simulate a machine without bubblewrap).
 
-Known limits: ``RLIMIT_NPROC`` counts the processes of the *real user*; it does not bind root (the
+Known limits: ``RLIMIT_NPROC`` counts the processes of the *real user*, machine-wide, so a non-root
+grader sets it to the user's current count plus ``Limits.processes``; it does not bind root (the
 kernel exempts uid 0 in the initial user namespace), so a grader run as root relies on the CPU
 time limit, the cell timeouts and the namespace kill for fork bombs. Disk use of the task
 directory is bounded per file (``RLIMIT_FSIZE``), not in total.
@@ -56,8 +57,8 @@ class Limits:
     Args:
         memory: address space in bytes (``RLIMIT_AS``). Default: 4 GiB (a kernel with torch
             loaded maps about 1 GiB).
-        processes: processes and threads of the user (``RLIMIT_NPROC``; not enforced for root).
-            Default: 256.
+        processes: processes and threads the kernel may add to the user's current count
+            (``RLIMIT_NPROC``; not enforced for root). Default: 256.
         file_size: largest file the kernel may write, in bytes (``RLIMIT_FSIZE``). Default: 256 MiB.
         cpu_seconds: CPU time of each process (``RLIMIT_CPU``). Default: 900.
         tmp_size: size of the private ``/tmp`` (a tmpfs in memory), in bytes. Default: 256 MiB.
@@ -177,6 +178,19 @@ def _python_roots() -> list[Path]:
     return [p for p in paths if not any(q != p and _under(p, q) for q in paths)]
 
 
+def _user_tasks() -> int:
+    """Processes and threads of this user now: RLIMIT_NPROC counts them all, machine-wide."""
+    uid, n = os.getuid(), 0
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                if os.stat(f"/proc/{pid}").st_uid == uid:
+                    n += len(os.listdir(f"/proc/{pid}/task"))
+            except OSError:
+                pass
+    return n
+
+
 @dataclass(frozen=True)
 class Sandbox:
     """A working bubblewrap and the limits to apply (see the module docstring); build with ``resolve``."""
@@ -216,6 +230,9 @@ class Sandbox:
             args += ["--bind", w, w]
         args += ["--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
                  "--chdir", os.path.realpath(cwd or (writable[0] if writable else "/")), "--"]
-        args += [sys.executable, "-S", "-c", _LAUNCHER, str(lim.memory), str(lim.processes), str(lim.file_size),
+        # RLIMIT_NPROC counts every process of the user (not only the sandbox's): a headroom over what
+        # the user runs now, so a desktop session with many threads can still start the kernel
+        nproc = lim.processes + (_user_tasks() if os.getuid() != 0 else 0)
+        args += [sys.executable, "-S", "-c", _LAUNCHER, str(lim.memory), str(nproc), str(lim.file_size),
                  str(lim.cpu_seconds), "--", *argv]
         return args
