@@ -51,3 +51,10 @@ def test_a_task_is_scanned_whichever_answer_cell_defines_it():
     lent = {"answer-a": "from torch.optim import swa_utils\nhelper = swa_utils.update_bn\n",
             "answer-recalibrate": "def recalibrate(model, loader):\n    helper(loader, model)\n    return model\n"}
     assert _scan(lent, "answer-recalibrate", SWA) == ["swa_utils", "update_bn"]
+
+
+def test_touching_the_graders_code_in_the_kernel_is_reported():
+    for src in ("_coursekit_run_case = lambda *a: {'ok': True}", "_COURSEKIT_IO['np_savez'] = print",
+                "globals()['_coursekit_probe'] = None", "import builtins\nx = builtins._coursekit_x"):
+        assert forbidden_uses(src, frozenset()) == ["the grader's _coursekit internals"], src
+    assert forbidden_uses("coursekit_like = 1\ny = 'my_coursekit'", frozenset()) == []

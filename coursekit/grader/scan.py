@@ -53,12 +53,18 @@ def forbidden_uses(source: str, names: frozenset, own: frozenset = frozenset()) 
     obfuscation. Bare names in ``own`` (functions the learner defined with ``def``/``class``, e.g.
     their own ``layer_norm`` called from ``group_norm``) are allowed; ``from torch... import *`` is
     reported as such when ``names`` is not empty (it binds the library's functions to bare names).
+    Any identifier or string starting with ``_coursekit`` (the grader's own code in the kernel, which
+    an answer could otherwise redefine to forge its results) is reported for every task.
     """
     tree = parse(source)
     if tree is None:
         return []
     found: set[str] = set()
     for node in ast.walk(tree):
+        ident = node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else (
+            node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else "")
+        if ident.lower().startswith("_coursekit"):  # the grader's code in the kernel (in_kernel.py): hands off
+            found.add("the grader's _coursekit internals")
         if isinstance(node, ast.Name) and node.id in names and node.id not in own:
             found.add(node.id)
         elif isinstance(node, ast.Attribute):
