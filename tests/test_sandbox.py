@@ -391,14 +391,17 @@ def test_without_bubblewrap_auto_grades_with_a_warning_and_require_refuses(tmp_p
     untouched = tmp_path / "untouched" / f"{STEM}.ipynb"
     untouched.parent.mkdir()
     nbformat.write(build_notebook(_solved()), untouched)
+    killer = tmp_path / "killer" / f"{STEM}.ipynb"  # unsandboxed, a kernel can kill its grading process
+    killer.parent.mkdir()
+    nbformat.write(_with({"answer-channel_stats": "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n"}), killer)
     parser = argparse.ArgumentParser()
     grading_cli.add_arguments(parser)
     mp = pytest.MonkeyPatch()
     mp.setenv("COURSEKIT_BWRAP", "")
     try:
         assert sandbox_mod.check() == "bubblewrap (bwrap) is not installed"
-        args = parser.parse_args([str(untouched), str(sub), "--solutions", str(trusted), "--timeout", "30",
-                                  "--json", str(tmp_path / "out.json")])
+        args = parser.parse_args([str(untouched), str(sub), str(killer), "--solutions", str(trusted), "--timeout", "30",
+                                  "--json", str(tmp_path / "out.json"), "--jobs", "2"])
         code = grading_cli.run(args)
         err = capsys.readouterr().err
         refused = grading_cli.run(parser.parse_args([str(untouched), "--solutions", str(trusted), "--sandbox", "require"]))
@@ -406,8 +409,11 @@ def test_without_bubblewrap_auto_grades_with_a_warning_and_require_refuses(tmp_p
     finally:
         mp.undo()
     out = json.loads((tmp_path / "out.json").read_text())
+    by_name = {Path(r["notebook"]).parent.name: r for r in out}
     assert code == 1  # the tampering submission could not be graded
-    assert all(r["sandbox"].startswith("UNSANDBOXED") for r in out) and "WARNING" in err and "bubblewrap" in err
-    tampered = next(r for r in out if r["notebook"] == str(sub))
-    assert tampered["score"] == 0 and "trusted files changed" in tampered["error"]
+    assert by_name["untouched"]["sandbox"].startswith("UNSANDBOXED") and "WARNING" in err and "bubblewrap" in err
+    assert by_name["untouched"]["max_score"] == 2 and "error" not in by_name["untouched"]
+    assert by_name["sub"]["score"] == 0 and "trusted files changed" in by_name["sub"]["error"]
+    # the killed worker takes down only its own submission (the others are re-graded in fresh workers)
+    assert by_name["killer"]["score"] == 0 and "grading process was killed" in by_name["killer"]["error"]
     assert refused == 2 and "apt-get install bubblewrap" in err_require

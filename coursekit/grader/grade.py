@@ -291,10 +291,35 @@ def grade_paths(paths, solutions="solutions", timeout: float = 60.0, total_timeo
     work = [(str(f), str(solutions), timeout, total_timeout, sandbox, blobs[str(f)]) for f in files]
     if jobs <= 1 or len(work) <= 1:
         return [_grade_one(w) for w in work]
+    return _in_workers(work, jobs)
+
+
+def _in_workers(work: list, jobs: int) -> list[NotebookResult]:
+    """``_grade_one`` over ``work`` in ``jobs`` worker processes. Without the sandbox a kernel can kill
+    a worker, which breaks the pool: the submissions it took down are then graded one per worker,
+    and only the one whose own worker dies is reported as not graded."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
 
-    # spawn: the workers start clean instead of inheriting a forked copy of torch's thread pools
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return list(pool.map(_grade_one, work))
+    def run(items: list[int], n: int) -> tuple[dict, list[int]]:
+        done, lost = {}, []
+        # spawn: the workers start clean instead of inheriting a forked copy of torch's thread pools
+        with ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {i: pool.submit(_grade_one, work[i]) for i in items}
+            for i, fut in futures.items():
+                try:
+                    done[i] = fut.result()
+                except BrokenProcessPool:
+                    lost.append(i)
+        return done, lost
+
+    results, lost = run(list(range(len(work))), jobs)
+    for i in lost:
+        alone, died = run([i], 1)
+        results.update(alone)
+        for j in died:
+            results[j] = NotebookResult(work[j][0], 0, 0, error="not graded: its grading process was killed "
+                                        "(by the submission's kernel; grade with --sandbox require)")
+    return [results[i] for i in range(len(work))]
 
