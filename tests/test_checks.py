@@ -9,11 +9,11 @@ import nbformat
 import pytest
 import torch
 import torch.nn.functional as F
+from wrong_answers import HINTS, SOLUTIONS_DIR, STUBS, WRONG, solutions
 
 from coursekit import checks
 from coursekit.checks import CHECKS, CheckResult
 from coursekit.tasks import EXERCISES, TASKS
-from wrong_answers import HINTS, SOLUTIONS_DIR, STUBS, WRONG, solutions
 
 TASK_NAMES = [t.name for t in TASKS.values()]
 WRONG_CASES = [(task, name) for task in WRONG for name in WRONG[task]]

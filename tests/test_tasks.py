@@ -6,6 +6,7 @@ verdict (visible cases, in this process) and the grader's status (hidden cases f
 the kernel-side body run in this process through the grader's own file I/O and judge) agree on
 pass vs not pass, and give the same hint. A few real ``coursekit grade`` runs close the loop.
 """
+
 from __future__ import annotations
 
 import time
@@ -14,16 +15,19 @@ import nbformat
 import numpy as np
 import pytest
 import torch
+from wrong_answers import HINTS, RIGHT, SOLUTIONS_DIR, STUBS, WRONG, solutions
 
 from coursekit.checks import CHECKS
 from coursekit.checks._core import static_findings, static_hint
 from coursekit.grader import in_kernel
 from coursekit.grader.grade import _read_outputs, _write_inputs, grade_paths
 from coursekit.tasks import EXERCISES, TASKS, task_named
-from wrong_answers import HINTS, RIGHT, SOLUTIONS_DIR, STUBS, WRONG, solutions
 
-ENTRIES = ([(t, n, "wrong") for t in WRONG for n in WRONG[t]] + [(t, n, "right") for t in RIGHT for n in RIGHT[t]]
-           + [(t, "stub", "stub") for t in STUBS])
+ENTRIES = (
+    [(t, n, "wrong") for t in WRONG for n in WRONG[t]]
+    + [(t, n, "right") for t in RIGHT for n in RIGHT[t]]
+    + [(t, "stub", "stub") for t in STUBS]
+)
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +55,9 @@ def grade_in_process(task, obj, tmp_path, seed=12345):
 
 
 def _obj(task_name, name, kind, solved):
-    return {"wrong": lambda: WRONG[task_name][name], "right": lambda: RIGHT[task_name][name],
-            "stub": lambda: STUBS[task_name]}[kind]()
+    return {"wrong": lambda: WRONG[task_name][name], "right": lambda: RIGHT[task_name][name], "stub": lambda: STUBS[task_name]}[
+        kind
+    ]()
 
 
 @pytest.mark.parametrize("task_name,name,kind", ENTRIES, ids=[f"{t}-{n}" for t, n, _ in ENTRIES])
@@ -103,8 +108,12 @@ def test_dispatcher_sees_the_kernel_through_a_captured_reference_and_a_built_nam
 
     bn = F.batch_norm
     x, g, b = torch.randn(4, 3, 5), torch.ones(3), torch.zeros(3)
-    for call in (lambda: bn(x, None, None, g, b, training=True), lambda: getattr(F, "batch" + "_norm")(x, None, None, g, b, training=True),
-                 lambda: torch.nn.BatchNorm1d(3)(x), lambda: F.instance_norm(x)):
+    for call in (
+        lambda: bn(x, None, None, g, b, training=True),
+        lambda: getattr(F, "batch" + "_norm")(x, None, None, g, b, training=True),
+        lambda: torch.nn.BatchNorm1d(3)(x),
+        lambda: F.instance_norm(x),
+    ):
         rec = in_kernel._CoursekitRecorder()
         with rec:
             call()
@@ -157,15 +166,30 @@ def test_check_latency_median_under_0_3_s(solved):
     assert float(np.median(times)) < 0.3, times
 
 
-@pytest.mark.parametrize("stem,answers", [
-    ("02_bn_forward_exercises", {"answer-batch_norm_train": (
-        "import torch.nn.functional as F\n"
-        "def batch_norm_train(x, gamma, beta, eps=1e-5):\n"
-        "    return vars(F)['batch' + '_norm'](x, None, None, gamma, beta, training=True, eps=eps)\n")}),
-    ("07_folding_exercises", {"answer-fold_conv_bn": (
-        __import__("inspect").getsource(__import__("torch.nn.utils.fusion", fromlist=["x"]))
-        + "\ndef fold_conv_bn(conv, bn):\n    return fuse_conv_bn_eval(conv, bn)\n")}),
-])
+@pytest.mark.parametrize(
+    "stem,answers",
+    [
+        (
+            "02_bn_forward_exercises",
+            {
+                "answer-batch_norm_train": (
+                    "import torch.nn.functional as F\n"
+                    "def batch_norm_train(x, gamma, beta, eps=1e-5):\n"
+                    "    return vars(F)['batch' + '_norm'](x, None, None, gamma, beta, training=True, eps=eps)\n"
+                )
+            },
+        ),
+        (
+            "07_folding_exercises",
+            {
+                "answer-fold_conv_bn": (
+                    __import__("inspect").getsource(__import__("torch.nn.utils.fusion", fromlist=["x"]))
+                    + "\ndef fold_conv_bn(conv, bn):\n    return fuse_conv_bn_eval(conv, bn)\n"
+                )
+            },
+        ),
+    ],
+)
 def test_end_to_end_grade_agrees_with_the_check(stem, answers, tmp_path):
     """Real `coursekit grade` runs: an obfuscated library call fails, PyTorch's fusion code copied verbatim passes."""
     nb = nbformat.read(SOLUTIONS_DIR / f"{stem}.ipynb", as_version=4)
@@ -176,7 +200,7 @@ def test_end_to_end_grade_agrees_with_the_check(stem, answers, tmp_path):
     nbformat.write(nb, path)
     (result,) = grade_paths([path], SOLUTIONS_DIR, timeout=60)
     status = {t.id.split(".")[1]: t for t in result.tasks}
-    name = next(iter(answers))[len("answer-"):]
+    name = next(iter(answers))[len("answer-") :]
     ns: dict = {}
     exec(answers[f"answer-{name}"], ns)
     check = CHECKS[name](ns[name])

@@ -346,7 +346,8 @@ class _Sub(nn.BatchNorm2d):
 class _CallsF(_BN2d):
     def forward(self, x):
         return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
-                            self.training or not self.track_running_stats, 0.1 if self.momentum is None else self.momentum, self.eps)
+                            self.training or not self.track_running_stats,
+                            0.1 if self.momentum is None else self.momentum, self.eps)
 
 
 # ------------------------------------------------------------------------------------------
@@ -1145,7 +1146,10 @@ STUBS["BatchNormFunction"] = _StubFunction
 # other correct answers: each must pass the check and the grader alike
 # ------------------------------------------------------------------------------------------
 def _pytorch_fusion_copied_verbatim(wrapper: str):
-    """torch.nn.utils.fusion's source pasted into a learner's cell with a one-line wrapper (the functions are the learner's own)."""
+    """torch.nn.utils.fusion's source pasted into a learner's cell with a one-line wrapper.
+
+    The pasted functions are the learner's own (new code objects), as in a real answer cell.
+    """
     import inspect
 
     import torch.nn.utils.fusion as fusion

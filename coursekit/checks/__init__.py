@@ -9,7 +9,8 @@ judge the grader uses, so a check and ``coursekit grade`` never disagree. It ret
 :class:`CheckResult` that prints one line and renders a small coloured block in Jupyter::
 
     ✔ channel_stats: 6/6 cases passed
-    ✘ batch_norm_train: case 3 shape (2, 3, 4, 5) float32, eps=0.1: output: max error 0.11 at (1, 2, 0, 3) — hint: ... [2/6 cases pass (...), failing: ...]
+    ✘ batch_norm_train: case 3 shape (2, 3, 4, 5) float32, eps=0.1: output: max error 0.11 at (1, 2, 0, 3) — hint: ...
+      [2/6 cases pass (...), failing: ...]
 
 How the feedback teaches:
 
@@ -37,9 +38,11 @@ Example::
     >>> print(checks.check_channel_stats(channel_stats))
     ✔ channel_stats: 6/6 cases passed
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from coursekit.tasks import TASKS
 
@@ -54,9 +57,11 @@ def _make_check(task) -> Callable[[Any], CheckResult]:
 
     what = "class" if task.kind == "class" else "function"
     check.__name__ = check.__qualname__ = f"check_{task.name}"
-    check.__doc__ = (f"Check the learner's {what} ``{task.signature}`` (exercise {task.lesson}) on the task's visible cases.\n\n"
-                     f"Returns a :class:`CheckResult` (never raises for a wrong or unfinished answer).\n"
-                     f"Raises ``TypeError`` if given something that is not a {what}.")
+    check.__doc__ = (
+        f"Check the learner's {what} ``{task.signature}`` (exercise {task.lesson}) on the task's visible cases.\n\n"
+        f"Returns a :class:`CheckResult` (never raises for a wrong or unfinished answer).\n"
+        f"Raises ``TypeError`` if given something that is not a {what}."
+    )
     return check
 
 

@@ -6,6 +6,7 @@ here by the same code the grader ships into the learner's kernel (``coursekit.gr
 which records the aten ops the dispatcher runs), and its trusted judge. Every case runs; the
 verdict names the first failing case, its message and hint, and which cases passed and failed.
 """
+
 from __future__ import annotations
 
 import html
@@ -57,8 +58,10 @@ class CheckResult:
             return f"all {self.cases_total} cases fail"
         if not self.failed_cases:
             return f"all {self.cases_total} cases pass at run time"
-        return (f"{len(self.passed_cases)}/{self.cases_total} cases pass ({'; '.join(self.passed_cases)}), "
-                f"failing: {'; '.join(self.failed_cases)}")
+        return (
+            f"{len(self.passed_cases)}/{self.cases_total} cases pass ({'; '.join(self.passed_cases)}), "
+            f"failing: {'; '.join(self.failed_cases)}"
+        )
 
     def summary(self) -> str:
         """The one-line verdict."""
@@ -79,14 +82,18 @@ class CheckResult:
     def _repr_html_(self) -> str:
         esc = html.escape
         if self.passed:
-            return ('<div style="border-left:4px solid #2e7d32;padding:2px 8px;margin:2px 0">'
-                    f'<span style="color:#2e7d32">✔</span> <code>{esc(self.task)}</code>: '
-                    f'{self.cases_run}/{self.cases_total} cases passed</div>')
-        hint = (f'<br><b>hint:</b> {esc(self.hint)}' if self.hint else "")
-        which = f'<br><small>{esc(self._which())}</small>' if self.cases_total > 1 else ""
-        return ('<div style="border-left:4px solid #c62828;padding:2px 8px;margin:2px 0">'
-                f'<span style="color:#c62828">✘</span> <code>{esc(self.task)}</code>: '
-                f'{esc(str(self.failing_case))}<br>{esc(str(self.message))}{hint}{which}</div>')
+            return (
+                '<div style="border-left:4px solid #2e7d32;padding:2px 8px;margin:2px 0">'
+                f'<span style="color:#2e7d32">✔</span> <code>{esc(self.task)}</code>: '
+                f"{self.cases_run}/{self.cases_total} cases passed</div>"
+            )
+        hint = f"<br><b>hint:</b> {esc(self.hint)}" if self.hint else ""
+        which = f"<br><small>{esc(self._which())}</small>" if self.cases_total > 1 else ""
+        return (
+            '<div style="border-left:4px solid #c62828;padding:2px 8px;margin:2px 0">'
+            f'<span style="color:#c62828">✘</span> <code>{esc(self.task)}</code>: '
+            f"{esc(str(self.failing_case))}<br>{esc(str(self.message))}{hint}{which}</div>"
+        )
 
 
 def _require(task, obj) -> None:
@@ -160,9 +167,17 @@ def run_check(task, obj) -> CheckResult:
     failed = [c.desc for c, v in zip(cases, verdicts) if not v.passed]
     found = static_findings(task, obj)
     if found:  # as the grader: the static scan decides before any case
-        return CheckResult(task.name, False, n, n, "the source of your answer",
-                           f"uses {', '.join(found)}: the task asks you to implement it yourself",
-                           hint=static_hint(found), passed_cases=passed, failed_cases=failed)
+        return CheckResult(
+            task.name,
+            False,
+            n,
+            n,
+            "the source of your answer",
+            f"uses {', '.join(found)}: the task asks you to implement it yourself",
+            hint=static_hint(found),
+            passed_cases=passed,
+            failed_cases=failed,
+        )
     if failed:
         i = next(i for i, v in enumerate(verdicts) if not v.passed)
         v = verdicts[i]

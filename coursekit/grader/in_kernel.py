@@ -19,6 +19,7 @@ utilities) is seen by its code object on the stack. The grader compares everythi
 The I/O functions the grader's probe uses are captured when this source runs, before any learner
 cell: patching ``np.savez`` or ``json.dump`` later does not change what is written.
 """
+
 import builtins as _coursekit_builtins
 import json as _coursekit_json
 import linecache as _coursekit_linecache
@@ -31,13 +32,27 @@ from torch.utils._python_dispatch import TorchDispatchMode as _CoursekitDispatch
 
 # captured now, before any learner code: the probe's file I/O and conversions
 _COURSEKIT_IO = {
-    "open": _coursekit_builtins.open, "json_load": _coursekit_json.load, "json_dump": _coursekit_json.dump,
-    "np_load": _coursekit_np.load, "np_savez": _coursekit_np.savez, "np_asarray": _coursekit_np.asarray,
-    "ndarray": _coursekit_np.ndarray, "from_numpy": _coursekit_torch.from_numpy, "Tensor": _coursekit_torch.Tensor,
-    "numpy": _coursekit_torch.Tensor.numpy, "detach": _coursekit_torch.Tensor.detach,
-    "clone": _coursekit_torch.Tensor.clone, "path_join": _coursekit_os.path.join,
-    "isinstance": isinstance, "type": type, "str": str, "len": len, "dict": dict, "list": list,
-    "current_node": _coursekit_torch._C._current_autograd_node, "getframe": _coursekit_sys._getframe,
+    "open": _coursekit_builtins.open,
+    "json_load": _coursekit_json.load,
+    "json_dump": _coursekit_json.dump,
+    "np_load": _coursekit_np.load,
+    "np_savez": _coursekit_np.savez,
+    "np_asarray": _coursekit_np.asarray,
+    "ndarray": _coursekit_np.ndarray,
+    "from_numpy": _coursekit_torch.from_numpy,
+    "Tensor": _coursekit_torch.Tensor,
+    "numpy": _coursekit_torch.Tensor.numpy,
+    "detach": _coursekit_torch.Tensor.detach,
+    "clone": _coursekit_torch.Tensor.clone,
+    "path_join": _coursekit_os.path.join,
+    "isinstance": isinstance,
+    "type": type,
+    "str": str,
+    "len": len,
+    "dict": dict,
+    "list": list,
+    "current_node": _coursekit_torch._C._current_autograd_node,
+    "getframe": _coursekit_sys._getframe,
     "getline": _coursekit_linecache.getline,
 }
 _COURSEKIT_WATCHED = {}  # id(code object) -> (label, code) of a watched library function (see _coursekit_watch)
@@ -86,8 +101,11 @@ class _CoursekitRecorder(_CoursekitDispatchMode):
 
 def _coursekit_is_library(filename):
     """Python's, torch's, numpy's or coursekit's own files (not the learner's code)."""
-    return filename.startswith("<") and not filename.startswith("<ipython") or any(
-        filename.startswith(prefix) for prefix in _COURSEKIT_LIBRARY_DIRS)
+    return (
+        filename.startswith("<")
+        and not filename.startswith("<ipython")
+        or any(filename.startswith(prefix) for prefix in _COURSEKIT_LIBRARY_DIRS)
+    )
 
 
 def _coursekit_library_dirs():
@@ -145,8 +163,11 @@ def _coursekit_plain(out):
     arrays, kinds = {}, {}
     for key, value in out.items():
         if io["isinstance"](value, io["Tensor"]):
-            kinds[key] = {"kind": "tensor", "dtype": io["str"](value.dtype).replace("torch.", ""),
-                          "requires_grad": bool(value.requires_grad)}
+            kinds[key] = {
+                "kind": "tensor",
+                "dtype": io["str"](value.dtype).replace("torch.", ""),
+                "requires_grad": bool(value.requires_grad),
+            }
             arrays[key] = io["numpy"](io["clone"](io["detach"](value)).cpu())
         elif io["isinstance"](value, io["ndarray"]) and value.dtype != object:
             kinds[key] = {"kind": "ndarray", "dtype": io["str"](value.dtype)}

@@ -23,13 +23,13 @@ wrong answers. Adding a task touches its lesson module, its solution notebook an
 
 Nothing may be mutated; see each module for the exact contract of its tasks.
 """
+
 from __future__ import annotations
 
 from . import lesson02, lesson03, lesson04, lesson05, lesson06, lesson07
 from ._task import Case, Exercise, Mismatch, Task, Verdict, judge_case
 
-__all__ = ["Task", "Exercise", "Case", "Mismatch", "Verdict", "judge_case", "EXERCISES", "TASKS", "exercise_for",
-           "task_named"]
+__all__ = ["Task", "Exercise", "Case", "Mismatch", "Verdict", "judge_case", "EXERCISES", "TASKS", "exercise_for", "task_named"]
 
 EXERCISES: tuple[Exercise, ...] = tuple(m.EXERCISE for m in (lesson02, lesson03, lesson04, lesson05, lesson06, lesson07))
 

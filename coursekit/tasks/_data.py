@@ -4,6 +4,7 @@ Part of :mod:`coursekit.tasks`. Generators draw from a numpy ``Generator`` (the 
 seed or the grader's hidden one); channels AND samples get their own offsets and spreads, so
 statistics over the wrong axes (per image, per sample, over N only) always show.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -3,6 +3,7 @@
 Part of :mod:`coursekit.tasks`. ``MODELS`` is source shared by both sides; the weights and
 statistics come from the case's arrays (``sd_<state_dict key>``), drawn by :func:`random_state`.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -11,7 +12,7 @@ from . import _data as D
 
 __all__ = ["MODELS", "model", "random_state", "load", "bn_prefixes"]
 
-MODELS = r'''
+MODELS = r"""
 def _coursekit_model(kind, dtype):
     import torch
     from torch import nn
@@ -47,7 +48,7 @@ def _coursekit_load(kind, dtype, T):
     m = _coursekit_model(kind, dtype)
     m.load_state_dict({k[3:]: v for k, v in T.items() if k.startswith("sd_")})
     return m
-'''
+"""
 
 
 def model(kind: str, dtype: str = "float64"):
@@ -76,8 +77,13 @@ def load(kind: str, arrays: dict, dtype: str = "float64"):
     import torch
 
     m = model(kind, dtype)
-    m.load_state_dict({k[3:]: torch.from_numpy(v.copy()) if v.dtype == np.int64 else D.t(v).to(getattr(torch, dtype))
-                       for k, v in arrays.items() if k.startswith("sd_")})
+    m.load_state_dict(
+        {
+            k[3:]: torch.from_numpy(v.copy()) if v.dtype == np.int64 else D.t(v).to(getattr(torch, dtype))
+            for k, v in arrays.items()
+            if k.startswith("sd_")
+        }
+    )
     return m
 
 

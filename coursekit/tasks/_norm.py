@@ -2,6 +2,7 @@
 
 Part of :mod:`coursekit.tasks`; the right answers themselves always come from ``torch.nn.functional``.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -30,13 +31,19 @@ def norm(x, dims, weight=None, bias=None, eps=1e-5, unbiased=False, eps_outside=
 
 def norm_variants(x, dims, weight, bias, eps, wrong_axes=(), wshape=None) -> list:
     """(hint, lazy value) for the classic mistakes of a normalization over ``dims``."""
-    v = [(BIASED_HINT, lambda: norm(x, dims, weight, bias, eps, unbiased=True, wshape=wshape)),
-         (EPS_HINT, lambda: norm(x, dims, weight, bias, eps, eps_outside=True, wshape=wshape))]
+    v = [
+        (BIASED_HINT, lambda: norm(x, dims, weight, bias, eps, unbiased=True, wshape=wshape)),
+        (EPS_HINT, lambda: norm(x, dims, weight, bias, eps, eps_outside=True, wshape=wshape)),
+    ]
     for axes, hint in wrong_axes:
         v.append((hint, lambda axes=axes: norm(x, axes, weight, bias, eps, wshape=wshape)))
     if weight is not None and bias is not None:
-        v.append(("gamma scales and beta shifts: y = x_hat * gamma + beta (they are swapped)",
-                  lambda: norm(x, dims, bias, weight, eps, wshape=wshape)))
+        v.append(
+            (
+                "gamma scales and beta shifts: y = x_hat * gamma + beta (they are swapped)",
+                lambda: norm(x, dims, bias, weight, eps, wshape=wshape),
+            )
+        )
     if weight is not None or bias is not None:
         v.append(("apply the affine parameters: y = x_hat * gamma + beta", lambda: norm(x, dims, eps=eps, wshape=wshape)))
     return v
@@ -46,8 +53,31 @@ def bn_wrong_axes(ndim: int) -> list:
     """(axes, hint) of batch norm's statistics over the wrong axes."""
     axes = []
     if ndim > 2:
-        axes.append(((0,), "statistics over the wrong axes: you reduced over N only; reduce over N and every spatial dim (all dims but the channel dim 1)"))
-        axes.append((tuple(range(2, ndim)), "statistics over the wrong axes: you used per-image (per-sample) statistics; batch norm shares them across the batch (reduce over N and all spatial dims, per channel)"))
-    axes.append((tuple(range(1, ndim)), "statistics over the wrong axes: you normalized each sample over its channels (that is layer norm); reduce over N and all spatial dims, per channel"))
-    axes.append((tuple(range(ndim)), "statistics over the wrong axes: you used one mean/variance for everything; batch norm keeps one per channel"))
+        axes.append(
+            (
+                (0,),
+                "statistics over the wrong axes: you reduced over N only; reduce over N and every spatial dim (all dims "
+                "but the channel dim 1)",
+            )
+        )
+        axes.append(
+            (
+                tuple(range(2, ndim)),
+                "statistics over the wrong axes: you used per-image (per-sample) statistics; batch norm shares them "
+                "across the batch (reduce over N and all spatial dims, per channel)",
+            )
+        )
+    axes.append(
+        (
+            tuple(range(1, ndim)),
+            "statistics over the wrong axes: you normalized each sample over its channels (that is layer norm); reduce "
+            "over N and all spatial dims, per channel",
+        )
+    )
+    axes.append(
+        (
+            tuple(range(ndim)),
+            "statistics over the wrong axes: you used one mean/variance for everything; batch norm keeps one per channel",
+        )
+    )
     return axes

@@ -17,17 +17,33 @@ A :class:`Task` is defined once (in ``coursekit/tasks/lessonNN.py``) and both si
 :func:`judge_case` turns one raw case result into a :class:`Verdict`; the check and the grader both
 call it, so they cannot disagree on a case.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["Case", "Mismatch", "Verdict", "Task", "Exercise", "judge_case", "compare", "kind_of",
-           "NORM_OPS", "NORM_NAMES", "AUTOGRAD_NAMES", "FUSION_NAMES", "FUSION_WATCH", "REFERENCE_NORM_WATCH",
-           "exception_hint", "tolerance"]
+__all__ = [
+    "Case",
+    "Mismatch",
+    "Verdict",
+    "Task",
+    "Exercise",
+    "judge_case",
+    "compare",
+    "kind_of",
+    "NORM_OPS",
+    "NORM_NAMES",
+    "AUTOGRAD_NAMES",
+    "FUSION_NAMES",
+    "FUSION_WATCH",
+    "REFERENCE_NORM_WATCH",
+    "exception_hint",
+    "tolerance",
+]
 
 
 @dataclass
@@ -127,9 +143,15 @@ class Exercise:
 # ------------------------------------------------------------------------------ forbidden operations
 _BN = "F.batch_norm (the library's batch-norm kernel, also behind torch.batch_norm, nn.BatchNorm*, F.instance_norm)"
 NORM_OPS = {
-    "native_batch_norm": _BN, "_native_batch_norm_legit": _BN, "_native_batch_norm_legit_no_training": _BN,
-    "_native_batch_norm_legit_functional": _BN, "_batch_norm_impl_index": _BN, "batch_norm_stats": _BN,
-    "batch_norm_elemt": _BN, "batch_norm_gather_stats": _BN, "batch_norm_update_stats": _BN,
+    "native_batch_norm": _BN,
+    "_native_batch_norm_legit": _BN,
+    "_native_batch_norm_legit_no_training": _BN,
+    "_native_batch_norm_legit_functional": _BN,
+    "_batch_norm_impl_index": _BN,
+    "batch_norm_stats": _BN,
+    "batch_norm_elemt": _BN,
+    "batch_norm_gather_stats": _BN,
+    "batch_norm_update_stats": _BN,
     "native_layer_norm": "F.layer_norm (the library's layer-norm kernel, also behind nn.LayerNorm)",
     "native_group_norm": "F.group_norm (the library's group-norm kernel, also behind nn.GroupNorm)",
     "_fused_rms_norm": "F.rms_norm (the library's RMS-norm kernel)",
@@ -139,31 +161,68 @@ NORM_OPS = {
     "native_group_norm_backward": "the library's group-norm backward kernel",
 }
 # Identifiers of PyTorch's normalization functions, modules and kernels (the static scan).
-NORM_NAMES = frozenset({
-    "batch_norm", "instance_norm", "layer_norm", "group_norm", "rms_norm",
-    "native_batch_norm", "native_layer_norm", "native_group_norm", "_native_batch_norm_legit",
-    "_native_batch_norm_legit_no_training", "batch_norm_stats", "batch_norm_elemt",
-    "batch_norm_gather_stats", "batch_norm_update_stats", "_batch_norm_impl_index",
-    "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LazyBatchNorm1d", "LazyBatchNorm2d",
-    "LazyBatchNorm3d", "SyncBatchNorm", "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d",
-    "LayerNorm", "GroupNorm", "RMSNorm", "_BatchNorm", "_NormBase",
-})
+NORM_NAMES = frozenset(
+    {
+        "batch_norm",
+        "instance_norm",
+        "layer_norm",
+        "group_norm",
+        "rms_norm",
+        "native_batch_norm",
+        "native_layer_norm",
+        "native_group_norm",
+        "_native_batch_norm_legit",
+        "_native_batch_norm_legit_no_training",
+        "batch_norm_stats",
+        "batch_norm_elemt",
+        "batch_norm_gather_stats",
+        "batch_norm_update_stats",
+        "_batch_norm_impl_index",
+        "BatchNorm1d",
+        "BatchNorm2d",
+        "BatchNorm3d",
+        "LazyBatchNorm1d",
+        "LazyBatchNorm2d",
+        "LazyBatchNorm3d",
+        "SyncBatchNorm",
+        "InstanceNorm1d",
+        "InstanceNorm2d",
+        "InstanceNorm3d",
+        "LayerNorm",
+        "GroupNorm",
+        "RMSNorm",
+        "_BatchNorm",
+        "_NormBase",
+    }
+)
 AUTOGRAD_NAMES = frozenset({"grad", "vjp", "jvp", "jacobian", "hessian", "vmap", "backward", "functional"})
-FUSION_NAMES = frozenset({
-    "fusion", "fuse", "fuse_conv_bn_eval", "fuse_conv_bn_weights", "fuse_linear_bn_eval",
-    "fuse_linear_bn_weights", "fuse_modules", "optimization",
-})
+FUSION_NAMES = frozenset(
+    {
+        "fusion",
+        "fuse",
+        "fuse_conv_bn_eval",
+        "fuse_conv_bn_weights",
+        "fuse_linear_bn_eval",
+        "fuse_linear_bn_weights",
+        "fuse_modules",
+        "optimization",
+    }
+)
 FUSION_WATCH = (
-    "torch.nn.utils.fusion:fuse_conv_bn_eval", "torch.nn.utils.fusion:fuse_conv_bn_weights",
-    "torch.nn.utils.fusion:fuse_linear_bn_eval", "torch.nn.utils.fusion:fuse_linear_bn_weights",
+    "torch.nn.utils.fusion:fuse_conv_bn_eval",
+    "torch.nn.utils.fusion:fuse_conv_bn_weights",
+    "torch.nn.utils.fusion:fuse_linear_bn_eval",
+    "torch.nn.utils.fusion:fuse_linear_bn_weights",
     "torch.fx.experimental.optimization:fuse",
-    "coursekit.reference.fold:fold_conv_bn", "coursekit.reference.fold:fold_linear_bn",
-    "coursekit.reference.fold:fold_conv_bn_weights", "coursekit.reference.fold:fold_linear_bn_weights",
+    "coursekit.reference.fold:fold_conv_bn",
+    "coursekit.reference.fold:fold_linear_bn",
+    "coursekit.reference.fold:fold_conv_bn_weights",
+    "coursekit.reference.fold:fold_linear_bn_weights",
     "coursekit.reference.fold:fold_model",
 )
-REFERENCE_NORM_WATCH = tuple(f"coursekit.reference.functional:{n}" for n in (
-    "batch_norm", "layer_norm", "group_norm", "instance_norm", "rms_norm")) + (
-    "coursekit.reference.backward:batch_norm_backward",)
+REFERENCE_NORM_WATCH = tuple(
+    f"coursekit.reference.functional:{n}" for n in ("batch_norm", "layer_norm", "group_norm", "instance_norm", "rms_norm")
+) + ("coursekit.reference.backward:batch_norm_backward",)
 
 
 # ------------------------------------------------------------------------------ judging one case
@@ -180,7 +239,9 @@ def exception_hint(type_name: str, message: str, none_hint: str | None = None) -
     if "Expected more than 1 value per channel" in message:
         return "a batch of one cannot be normalized with batch statistics: switch to eval mode first"
     if "not enough values to unpack" in message or "too many values to unpack" in message:
-        return "your code assumes a fixed number of dimensions: handle (N, C) and (N, C, *) input alike (reduce over [0, 2, 3, ...])"
+        return (
+            "your code assumes a fixed number of dimensions: handle (N, C) and (N, C, *) input alike (reduce over [0, 2, 3, ...])"
+        )
     if "Fusion only for eval" in message:
         return "the conv and bn are handed over in eval mode; this assert fired on a module in training mode"
     return None
@@ -194,8 +255,11 @@ def judge_case(task: Task, case: Case, result: dict) -> Verdict:
         what = sorted(set(called))[0] if called else watched[0]
         return Verdict("fail", f"called {what}", hint=f"do not call {what.split(' (')[0]}: the task is to re-implement it")
     if task.forbid_autograd and result.get("autograd"):
-        return Verdict("fail", "ran autograd (torch.autograd.grad or .backward()) inside your code",
-                       hint="derive and compute the gradients yourself: no autograd inside this function")
+        return Verdict(
+            "fail",
+            "ran autograd (torch.autograd.grad or .backward()) inside your code",
+            hint="derive and compute the gradients yourself: no autograd inside this function",
+        )
     if not result.get("ok"):
         err = result.get("error") or {}
         type_name, message = err.get("type", "Exception"), err.get("message", "")
@@ -228,9 +292,20 @@ def kind_of(meta: dict, key: str) -> dict:
 _RECOGNISED = 0.01  # a wrong-answer model must explain the result 100x better than the right answer
 
 
-def compare(label: str, got, want, meta: dict | None = None, key: str | None = None, *, variants=(),
-            hint: str | None = None, shape_hint: str | None = None, kind: str = "tensor",
-            dtype=None, tol: float | None = None) -> Mismatch | None:
+def compare(
+    label: str,
+    got,
+    want,
+    meta: dict | None = None,
+    key: str | None = None,
+    *,
+    variants=(),
+    hint: str | None = None,
+    shape_hint: str | None = None,
+    kind: str = "tensor",
+    dtype=None,
+    tol: float | None = None,
+) -> Mismatch | None:
     """None if ``got`` matches ``want``; else a :class:`Mismatch` naming the first problem.
 
     Checks in order: what the value is (tensor/array), shape (a ``keepdim`` shape is named as
@@ -245,21 +320,24 @@ def compare(label: str, got, want, meta: dict | None = None, key: str | None = N
         if k["kind"] != kind:
             what = {"tensor": "a torch.Tensor", "ndarray": "a numpy array"}[kind]
             got_kind = {"tensor": "a torch.Tensor", "ndarray": "a numpy array"}.get(k["kind"], f"a {k['kind']}")
-            fix = ("return torch tensors built from the input with torch operations" if kind == "tensor"
-                   else "return numpy arrays")
+            fix = "return torch tensors built from the input with torch operations" if kind == "tensor" else "return numpy arrays"
             return Mismatch(f"{label} is {got_kind}, expected {what}", hint=fix)
     if got is None:
         return Mismatch(f"{label} is missing")
     got = np.asarray(got)
     if got.shape != want.shape:
         if got.size == want.size and np.squeeze(got).shape == want.shape and got.ndim > want.ndim:
-            return Mismatch(f"{label} has shape {tuple(got.shape)}, expected {tuple(want.shape)}",
-                            hint=f"the values may be right but the reduced dims were kept (keepdim=True): return shape {tuple(want.shape)}")
+            return Mismatch(
+                f"{label} has shape {tuple(got.shape)}, expected {tuple(want.shape)}",
+                hint=f"the values may be right but the reduced dims were kept (keepdim=True): return shape {tuple(want.shape)}",
+            )
         return Mismatch(f"{label} has shape {tuple(got.shape)}, expected {tuple(want.shape)}", hint=shape_hint)
     want_dtype = want.dtype if dtype is None or dtype is False else np.dtype(str(dtype).replace("torch.", ""))
     if dtype is not False and got.dtype != want_dtype and want_dtype.kind == "f":
-        return Mismatch(f"{label} has dtype {got.dtype}, expected {want_dtype} (the input's)",
-                        hint="keep the input's dtype: do not create tensors with a fixed dtype")
+        return Mismatch(
+            f"{label} has dtype {got.dtype}, expected {want_dtype} (the input's)",
+            hint="keep the input's dtype: do not create tensors with a fixed dtype",
+        )
     if got.dtype.kind not in "fiub":
         return Mismatch(f"{label} holds {got.dtype} values, expected numbers")
     if dtype is False:
@@ -275,9 +353,12 @@ def compare(label: str, got, want, meta: dict | None = None, key: str | None = N
     where = tuple(int(i) for i in np.unravel_index(idx, diff.shape)) if diff.ndim else ()
     has_nan = bool(np.isnan(diff).any())
     err = math.inf if has_nan else float(score.reshape(-1)[idx])
-    return Mismatch(f"{label}: max error {'nan' if has_nan else f'{err:.3g}'} at {where}",
-                    hint=recognise(g, w, err, variants, want_dtype) or hint,
-                    max_error=float("nan") if has_nan else err, where=where)
+    return Mismatch(
+        f"{label}: max error {'nan' if has_nan else f'{err:.3g}'} at {where}",
+        hint=recognise(g, w, err, variants, want_dtype) or hint,
+        max_error=float("nan") if has_nan else err,
+        where=where,
+    )
 
 
 def recognise(got: np.ndarray, want: np.ndarray, err: float, variants, want_dtype) -> str | None:
@@ -299,8 +380,7 @@ def recognise(got: np.ndarray, want: np.ndarray, err: float, variants, want_dtyp
     if best is not None and best_err <= _RECOGNISED * err:
         return best
     if want_dtype == np.float64 and math.isfinite(err) and err <= 1e-5 * (1 + float(np.max(np.abs(want), initial=0))):
-        return ("the result has float32 precision: compute in the input's dtype "
-                "(no .float(), no tensors created as float32)")
+        return "the result has float32 precision: compute in the input's dtype (no .float(), no tensors created as float32)"
     return None
 
 
@@ -317,8 +397,10 @@ def unchanged(inputs: dict, outputs: dict, pairs, hint: str | None = None) -> Mi
     """A Mismatch if an input came back modified (``pairs``: (output key, input key))."""
     for out_key, in_key in pairs:
         if out_key in outputs and in_key in inputs and not np.array_equal(outputs[out_key], inputs[in_key], equal_nan=True):
-            return Mismatch(f"the input {in_key} was modified",
-                            hint=hint or f"do not modify {in_key} in place: compute new tensors (every input must come back unchanged)")
+            return Mismatch(
+                f"the input {in_key} was modified",
+                hint=hint or f"do not modify {in_key} in place: compute new tensors (every input must come back unchanged)",
+            )
     return None
 
 
@@ -328,6 +410,3 @@ def returned(meta: dict, what: str, expected: str) -> Mismatch | None:
     if got is None:
         return None
     return Mismatch(f"returned {got}, expected {expected}", hint=f"return {expected}")
-
-
-

@@ -3,12 +3,13 @@
 Each task defined once (see :mod:`coursekit.tasks._task`): cases, kernel-side body, trusted judge,
 known wrong answers, forbidden operations.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
 from . import _data as D
-from ._norm import AXES_HINT, bn_wrong_axes, norm, norm_variants
+from ._norm import AXES_HINT, bn_wrong_axes, norm_variants
 from ._task import NORM_NAMES, NORM_OPS, REFERENCE_NORM_WATCH, Case, Exercise, Mismatch, Task, compare, first, unchanged
 
 __all__ = ["EXERCISE", "CHANNEL_STATS", "BATCH_NORM_TRAIN"]
@@ -18,12 +19,18 @@ _F32, _F64 = "float32", "float64"
 
 # ------------------------------------------------------------------------------------ channel_stats
 def _cs_cases(rng):
-    specs = [((4, 3), _F32), ((2, 3, 5), _F64), ((2, 3, 4, 5), _F32), ((2, 3, 4, 5), _F64),
-             ((2, 2, 3, 2, 3), _F32), ((2, 2, 3, 2, 3), _F64)]
+    specs = [
+        ((4, 3), _F32),
+        ((2, 3, 5), _F64),
+        ((2, 3, 4, 5), _F32),
+        ((2, 3, 4, 5), _F64),
+        ((2, 2, 3, 2, 3), _F32),
+        ((2, 2, 3, 2, 3), _F64),
+    ]
     return [Case(D.desc(s, d), {}, {"x": D.x(rng, s, d)}) for s, d in specs]
 
 
-_CS_BODY = r'''
+_CS_BODY = r"""
 def _coursekit_body(case, T, A, REC):
     x = T["x"]
     with REC:
@@ -31,7 +38,7 @@ def _coursekit_body(case, T, A, REC):
     if not isinstance(out, (tuple, list)) or len(out) != 2:
         return {"x_after": x}, {"returned": _coursekit_describe(out)}
     return {"mean": out[0], "var": out[1], "x_after": x}, {}
-'''
+"""
 
 
 def _cs_judge(params, inputs, out, meta):
@@ -43,25 +50,64 @@ def _cs_judge(params, inputs, out, meta):
     per_image = lambda: x.var(axis=tuple(range(2, x.ndim))).mean(0) if x.ndim > 2 else None  # noqa: E731
     return first(
         unchanged(inputs, out, [("x_after", "x")]),
-        lambda: compare("mean", out.get("mean"), x.mean(axis=dims), meta, "mean", dtype=dt, shape_hint=AXES_HINT,
-                        variants=[(h, lambda a=a: x.mean(axis=a)) for a, h in bn_wrong_axes(x.ndim)]),
-        lambda: compare("var", out.get("var"), x.var(axis=dims), meta, "var", dtype=dt, shape_hint=AXES_HINT, variants=[
-            ("return the biased variance (divide by n, unbiased=False), the one that normalizes", lambda: x.var(axis=dims, ddof=1)),
-            ("return the variance, not the standard deviation", lambda: x.std(axis=dims)),
-            ("compute the variance over all N x spatial values of a channel at once, not per sample then averaged", per_image),
-        ] + [(h, lambda a=a: x.var(axis=a)) for a, h in bn_wrong_axes(x.ndim)],
-            hint="var = mean over N and spatial dims of (x - mean)**2, per channel"))
+        lambda: compare(
+            "mean",
+            out.get("mean"),
+            x.mean(axis=dims),
+            meta,
+            "mean",
+            dtype=dt,
+            shape_hint=AXES_HINT,
+            variants=[(h, lambda a=a: x.mean(axis=a)) for a, h in bn_wrong_axes(x.ndim)],
+        ),
+        lambda: compare(
+            "var",
+            out.get("var"),
+            x.var(axis=dims),
+            meta,
+            "var",
+            dtype=dt,
+            shape_hint=AXES_HINT,
+            variants=[
+                (
+                    "return the biased variance (divide by n, unbiased=False), the one that normalizes",
+                    lambda: x.var(axis=dims, ddof=1),
+                ),
+                ("return the variance, not the standard deviation", lambda: x.std(axis=dims)),
+                (
+                    "compute the variance over all N x spatial values of a channel at once, not per sample then averaged",
+                    per_image,
+                ),
+            ]
+            + [(h, lambda a=a: x.var(axis=a)) for a, h in bn_wrong_axes(x.ndim)],
+            hint="var = mean over N and spatial dims of (x - mean)**2, per channel",
+        ),
+    )
 
 
 CHANNEL_STATS = Task(
-    "02", "channel_stats", "channel_stats(x) -> (mean, var)", _cs_cases, _CS_BODY, _cs_judge,
-    forbidden_ops=NORM_OPS, watch=REFERENCE_NORM_WATCH, forbidden_names=NORM_NAMES)
+    "02",
+    "channel_stats",
+    "channel_stats(x) -> (mean, var)",
+    _cs_cases,
+    _CS_BODY,
+    _cs_judge,
+    forbidden_ops=NORM_OPS,
+    watch=REFERENCE_NORM_WATCH,
+    forbidden_names=NORM_NAMES,
+)
 
 
 # ------------------------------------------------------------------------------------ batch_norm_train
 def _bnt_cases(rng):
-    specs = [((4, 3), _F32, None, False), ((2, 3, 5), _F64, None, False), ((2, 3, 4, 5), _F32, 0.1, False),
-             ((2, 3, 4, 5), _F64, None, False), ((2, 2, 3, 2, 3), _F64, 1e-3, False), ((2, 3, 4, 4), _F64, None, True)]
+    specs = [
+        ((4, 3), _F32, None, False),
+        ((2, 3, 5), _F64, None, False),
+        ((2, 3, 4, 5), _F32, 0.1, False),
+        ((2, 3, 4, 5), _F64, None, False),
+        ((2, 2, 3, 2, 3), _F64, 1e-3, False),
+        ((2, 3, 4, 4), _F64, None, True),
+    ]
     out = []
     for s, d, eps, grad in specs:
         gamma, beta = D.affine(rng, s[1], d)
@@ -74,7 +120,7 @@ def _bnt_cases(rng):
     return out
 
 
-_BNT_BODY = r'''
+_BNT_BODY = r"""
 def _coursekit_body(case, T, A, REC):
     x, gamma, beta = T["x"], T["gamma"], T["beta"]
     args = (x, gamma, beta) if case["eps"] is None else (x, gamma, beta, case["eps"])
@@ -89,7 +135,7 @@ def _coursekit_body(case, T, A, REC):
     with REC:
         y.backward(T["dy"])
     return {"y": y, "x_grad": x.grad, "gamma_grad": gamma.grad, "beta_grad": beta.grad, **keep}, {}
-'''
+"""
 
 
 def _bn_train_grads(x, gamma, beta, eps, dy):
@@ -108,28 +154,63 @@ def _bnt_judge(params, inputs, out, meta):
     eps = 1e-5 if params["eps"] is None else params["eps"]
     dims = D.dims_bn(x.ndim)
     want = F.batch_norm(D.t(x), None, None, D.t(g), D.t(b), training=True, eps=eps).numpy()
-    m = first(unchanged(inputs, out, [("x_after", "x"), ("gamma_after", "gamma"), ("beta_after", "beta")]),
-              lambda: compare("output", out.get("y"), want, meta, "y", dtype=dt,
-                              variants=norm_variants(x, dims, g, b, eps, bn_wrong_axes(x.ndim)),
-                              shape_hint="return a tensor of the input's shape",
-                              hint="y = (x - mean) / sqrt(var + eps) * gamma + beta with per-channel batch mean and biased var, broadcast as (1, C, 1, ...)"))
+    m = first(
+        unchanged(inputs, out, [("x_after", "x"), ("gamma_after", "gamma"), ("beta_after", "beta")]),
+        lambda: compare(
+            "output",
+            out.get("y"),
+            want,
+            meta,
+            "y",
+            dtype=dt,
+            variants=norm_variants(x, dims, g, b, eps, bn_wrong_axes(x.ndim)),
+            shape_hint="return a tensor of the input's shape",
+            hint="y = (x - mean) / sqrt(var + eps) * gamma + beta with per-channel batch mean and biased var, broadcast "
+                 "as (1, C, 1, ...)",
+        ),
+    )
     if m or not params["grad"]:
         return m
     if not meta["_kinds"]["y"].get("requires_grad"):
-        return Mismatch("the output does not require grad: it is cut from the autograd graph",
-                        hint="use torch operations on x only (no .detach(), .data, .numpy() or torch.no_grad())")
+        return Mismatch(
+            "the output does not require grad: it is cut from the autograd graph",
+            hint="use torch operations on x only (no .detach(), .data, .numpy() or torch.no_grad())",
+        )
     dx, dg, db = _bn_train_grads(x, g, b, eps, inputs["dy"])
     inv_std = 1 / np.sqrt(x.var(axis=dims) + eps)
     detached = D.view(g * inv_std, x.ndim) * inputs["dy"]
     return first(
-        lambda: compare("x.grad", out.get("x_grad"), dx, meta, "x_grad", dtype=dt, hint="compute the output from x with torch operations", variants=[
-            ("the statistics are detached from the graph (.detach(), .item() or .data): the gradient must flow through the batch mean and variance", detached)]),
+        lambda: compare(
+            "x.grad",
+            out.get("x_grad"),
+            dx,
+            meta,
+            "x_grad",
+            dtype=dt,
+            hint="compute the output from x with torch operations",
+            variants=[
+                (
+                    "the statistics are detached from the graph (.detach(), .item() or .data): the gradient must flow "
+                    "through the batch mean and variance",
+                    detached,
+                )
+            ],
+        ),
         lambda: compare("gamma.grad", out.get("gamma_grad"), dg, meta, "gamma_grad", dtype=dt),
-        lambda: compare("beta.grad", out.get("beta_grad"), db, meta, "beta_grad", dtype=dt))
+        lambda: compare("beta.grad", out.get("beta_grad"), db, meta, "beta_grad", dtype=dt),
+    )
 
 
 BATCH_NORM_TRAIN = Task(
-    "02", "batch_norm_train", "batch_norm_train(x, gamma, beta, eps=1e-5) -> y", _bnt_cases, _BNT_BODY, _bnt_judge,
-    forbidden_ops=NORM_OPS, watch=REFERENCE_NORM_WATCH, forbidden_names=NORM_NAMES)
+    "02",
+    "batch_norm_train",
+    "batch_norm_train(x, gamma, beta, eps=1e-5) -> y",
+    _bnt_cases,
+    _BNT_BODY,
+    _bnt_judge,
+    forbidden_ops=NORM_OPS,
+    watch=REFERENCE_NORM_WATCH,
+    forbidden_names=NORM_NAMES,
+)
 
 EXERCISE = Exercise("02", "02_bn_forward_exercises", (CHANNEL_STATS, BATCH_NORM_TRAIN))

@@ -4,21 +4,23 @@ Each task defined once (see :mod:`coursekit.tasks._task`). The cache ``(x_hat, i
 given to ``batch_norm_backward`` is computed here, on the trusted side, exactly as the notebook's
 given ``batch_norm_forward`` computes it.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
 from . import _data as D
 from ._norm import bn_wrong_axes, norm_variants
-from ._task import (AUTOGRAD_NAMES, NORM_NAMES, NORM_OPS, REFERENCE_NORM_WATCH, Case, Exercise, Mismatch, Task, compare,
-                    first)
+from ._task import AUTOGRAD_NAMES, NORM_NAMES, NORM_OPS, REFERENCE_NORM_WATCH, Case, Exercise, Mismatch, Task, compare, first
 
 __all__ = ["EXERCISE", "BATCH_NORM_BACKWARD", "BATCH_NORM_FUNCTION"]
 
 _F32, _F64 = "float32", "float64"
 SWAPPED_HINT = "dgamma = sum(dy * x_hat) and dbeta = sum(dy) (they are swapped)"
-BESSEL_HINT = ("an extra n/(n-1) factor: the forward normalizes with the biased variance (divide by m), "
-               "so no Bessel correction appears in the backward")
+BESSEL_HINT = (
+    "an extra n/(n-1) factor: the forward normalizes with the biased variance (divide by m), "
+    "so no Bessel correction appears in the backward"
+)
 
 
 def _grads(x, gamma, beta, eps, dy):
@@ -38,27 +40,49 @@ def _dx_variants(x_hat, inv_std, gamma, dy):
     g = v(gamma) * dy
 
     def formula(g, count, dims=dims, var_factor=1.0):
-        return v(inv_std) / count * (count * g - g.sum(axis=dims, keepdims=True)
-                                     - var_factor * x_hat * (g * x_hat).sum(axis=dims, keepdims=True))
+        return (
+            v(inv_std)
+            / count
+            * (count * g - g.sum(axis=dims, keepdims=True) - var_factor * x_hat * (g * x_hat).sum(axis=dims, keepdims=True))
+        )
 
     n = x_hat.shape[0]
-    out = [("dx misses the paths through the batch mean and variance (they depend on x): dx = gamma * inv_std * dy holds only in eval mode",
-            lambda: g * v(inv_std)),
-           ("dx has the mean path but misses the variance path: also subtract x_hat * mean(gamma * dy * x_hat)",
-            lambda: v(inv_std) * (g - g.sum(axis=dims, keepdims=True) / m)),
-           ("gamma scales dx: dx_hat = gamma * dy", lambda: formula(dy, m)),
-           (BESSEL_HINT, lambda: formula(g, m) * m / (m - 1)),
-           (BESSEL_HINT, lambda: formula(g, m, var_factor=m / (m - 1)))]
+    out = [
+        (
+            "dx misses the paths through the batch mean and variance (they depend on x): dx = gamma * inv_std * dy holds "
+            "only in eval mode",
+            lambda: g * v(inv_std),
+        ),
+        (
+            "dx has the mean path but misses the variance path: also subtract x_hat * mean(gamma * dy * x_hat)",
+            lambda: v(inv_std) * (g - g.sum(axis=dims, keepdims=True) / m),
+        ),
+        ("gamma scales dx: dx_hat = gamma * dy", lambda: formula(dy, m)),
+        (BESSEL_HINT, lambda: formula(g, m) * m / (m - 1)),
+        (BESSEL_HINT, lambda: formula(g, m, var_factor=m / (m - 1))),
+    ]
     if nd > 2:
-        out.append(("the means in dx are over all m = N x spatial values of a channel, not over N only",
-                    lambda: v(inv_std) / n * (n * g - g.sum(axis=dims, keepdims=True) - x_hat * (g * x_hat).sum(axis=dims, keepdims=True))))
+        out.append(
+            (
+                "the means in dx are over all m = N x spatial values of a channel, not over N only",
+                lambda: (
+                    v(inv_std) / n * (n * g - g.sum(axis=dims, keepdims=True) - x_hat * (g * x_hat).sum(axis=dims, keepdims=True))
+                ),
+            )
+        )
     return out
 
 
 # ------------------------------------------------------------------------------------ batch_norm_backward
 def _bwd_cases(rng):
-    specs = [((4, 3), _F64, 1e-5), ((2, 3, 5), _F64, 1e-5), ((2, 3, 4, 5), _F32, 1e-5), ((2, 3, 4, 5), _F64, 0.1),
-             ((2, 2, 3, 2, 3), _F64, 1e-5), ((8, 5), _F32, 1e-5)]
+    specs = [
+        ((4, 3), _F64, 1e-5),
+        ((2, 3, 5), _F64, 1e-5),
+        ((2, 3, 4, 5), _F32, 1e-5),
+        ((2, 3, 4, 5), _F64, 0.1),
+        ((2, 2, 3, 2, 3), _F64, 1e-5),
+        ((8, 5), _F32, 1e-5),
+    ]
     out = []
     for s, d, eps in specs:
         x = D.x(rng, s, d)
@@ -67,13 +91,24 @@ def _bwd_cases(rng):
         dims = D.dims_bn(len(s))
         inv_std = 1 / np.sqrt(xd.var(axis=dims) + eps)
         x_hat = (xd - xd.mean(axis=dims, keepdims=True)) * D.view(inv_std, len(s))
-        out.append(Case(D.desc(s, d, **({"eps": eps} if eps != 1e-5 else {})), {"eps": eps}, {
-            "x": x, "gamma": gamma, "beta": beta, "x_hat": x_hat.astype(d), "inv_std": inv_std.astype(d),
-            "dy": rng.standard_normal(s).astype(d)}))
+        out.append(
+            Case(
+                D.desc(s, d, **({"eps": eps} if eps != 1e-5 else {})),
+                {"eps": eps},
+                {
+                    "x": x,
+                    "gamma": gamma,
+                    "beta": beta,
+                    "x_hat": x_hat.astype(d),
+                    "inv_std": inv_std.astype(d),
+                    "dy": rng.standard_normal(s).astype(d),
+                },
+            )
+        )
     return out
 
 
-_BWD_BODY = r'''
+_BWD_BODY = r"""
 def _coursekit_body(case, T, A, REC):
     dy, x_hat, inv_std, gamma = T["dy"], T["x_hat"], T["inv_std"], T["gamma"]
     with REC:
@@ -82,14 +117,16 @@ def _coursekit_body(case, T, A, REC):
     if not isinstance(out, (tuple, list)) or len(out) != 3:
         return keep, {"returned": _coursekit_describe(out)}
     return {"dx": out[0], "dgamma": out[1], "dbeta": out[2], **keep}, {}
-'''
+"""
 
 
 def _bwd_judge(params, inputs, out, meta):
     from ._task import unchanged
 
     if meta.get("returned"):
-        return Mismatch(f"returned {meta['returned']}, expected a tuple (dx, dgamma, dbeta)", hint="return the tuple (dx, dgamma, dbeta)")
+        return Mismatch(
+            f"returned {meta['returned']}, expected a tuple (dx, dgamma, dbeta)", hint="return the tuple (dx, dgamma, dbeta)"
+        )
     x, gamma, beta = (inputs[k].astype(np.float64) for k in ("x", "gamma", "beta"))
     x_hat, inv_std, dy = (inputs[k].astype(np.float64) for k in ("x_hat", "inv_std", "dy"))
     dt = inputs["x"].dtype
@@ -97,19 +134,57 @@ def _bwd_judge(params, inputs, out, meta):
     dims = D.dims_bn(x.ndim)
     sum_hint = "dgamma and dbeta have shape (C,): sum over N and every spatial dim"
     return first(
-        unchanged(inputs, out, [("dy_after", "dy"), ("x_hat_after", "x_hat"), ("inv_std_after", "inv_std"), ("gamma_after", "gamma")]),
-        lambda: compare("dgamma", out.get("dgamma"), dg, meta, "dgamma", dtype=dt, shape_hint=sum_hint,
-                        variants=[(SWAPPED_HINT, lambda: dy.sum(axis=dims))], hint="dgamma = sum of dy * x_hat over N and spatial dims"),
-        lambda: compare("dbeta", out.get("dbeta"), db, meta, "dbeta", dtype=dt, shape_hint=sum_hint,
-                        variants=[(SWAPPED_HINT, lambda: (dy * x_hat).sum(axis=dims))]),
-        lambda: compare("dx", out.get("dx"), dx, meta, "dx", dtype=dt, shape_hint="dx has the shape of x",
-                        variants=_dx_variants(x_hat, inv_std, gamma, dy),
-                        hint="dx = inv_std / m * (m * dx_hat - sum(dx_hat) - x_hat * sum(dx_hat * x_hat)), dx_hat = gamma * dy, sums per channel"))
+        unchanged(
+            inputs, out, [("dy_after", "dy"), ("x_hat_after", "x_hat"), ("inv_std_after", "inv_std"), ("gamma_after", "gamma")]
+        ),
+        lambda: compare(
+            "dgamma",
+            out.get("dgamma"),
+            dg,
+            meta,
+            "dgamma",
+            dtype=dt,
+            shape_hint=sum_hint,
+            variants=[(SWAPPED_HINT, lambda: dy.sum(axis=dims))],
+            hint="dgamma = sum of dy * x_hat over N and spatial dims",
+        ),
+        lambda: compare(
+            "dbeta",
+            out.get("dbeta"),
+            db,
+            meta,
+            "dbeta",
+            dtype=dt,
+            shape_hint=sum_hint,
+            variants=[(SWAPPED_HINT, lambda: (dy * x_hat).sum(axis=dims))],
+        ),
+        lambda: compare(
+            "dx",
+            out.get("dx"),
+            dx,
+            meta,
+            "dx",
+            dtype=dt,
+            shape_hint="dx has the shape of x",
+            variants=_dx_variants(x_hat, inv_std, gamma, dy),
+            hint="dx = inv_std / m * (m * dx_hat - sum(dx_hat) - x_hat * sum(dx_hat * x_hat)), dx_hat = gamma * dy, sums "
+                 "per channel",
+        ),
+    )
 
 
 BATCH_NORM_BACKWARD = Task(
-    "04", "batch_norm_backward", "batch_norm_backward(dy, cache) -> (dx, dgamma, dbeta)", _bwd_cases, _BWD_BODY, _bwd_judge,
-    forbidden_ops=NORM_OPS, forbid_autograd=True, watch=REFERENCE_NORM_WATCH, forbidden_names=NORM_NAMES | AUTOGRAD_NAMES)
+    "04",
+    "batch_norm_backward",
+    "batch_norm_backward(dy, cache) -> (dx, dgamma, dbeta)",
+    _bwd_cases,
+    _BWD_BODY,
+    _bwd_judge,
+    forbidden_ops=NORM_OPS,
+    forbid_autograd=True,
+    watch=REFERENCE_NORM_WATCH,
+    forbidden_names=NORM_NAMES | AUTOGRAD_NAMES,
+)
 
 
 # ------------------------------------------------------------------------------------ BatchNormFunction
@@ -117,15 +192,25 @@ def _fn_cases(rng):
     out = []
     for s, d, eps in (((4, 3), _F32, 1e-5), ((2, 3, 4, 5), _F64, 0.1), ((2, 2, 3, 2, 3), _F32, 1e-5), ((2, 3, 5), _F64, 1e-5)):
         gamma, beta = D.affine(rng, s[1], d)
-        out.append(Case(D.desc(s, d, eps=eps), {"eps": eps, "gradcheck": False},
-                        {"x": D.x(rng, s, d), "gamma": gamma, "beta": beta, "dy": rng.standard_normal(s).astype(d)}))
+        out.append(
+            Case(
+                D.desc(s, d, eps=eps),
+                {"eps": eps, "gradcheck": False},
+                {"x": D.x(rng, s, d), "gamma": gamma, "beta": beta, "dy": rng.standard_normal(s).astype(d)},
+            )
+        )
     gamma, beta = D.affine(rng, 3)
-    out.append(Case("gradcheck, shape (2, 3, 4) float64", {"eps": 1e-5, "gradcheck": True},
-                    {"x": D.x(rng, (2, 3, 4)), "gamma": gamma, "beta": beta}))
+    out.append(
+        Case(
+            "gradcheck, shape (2, 3, 4) float64",
+            {"eps": 1e-5, "gradcheck": True},
+            {"x": D.x(rng, (2, 3, 4)), "gamma": gamma, "beta": beta},
+        )
+    )
     return out
 
 
-_FN_BODY = r'''
+_FN_BODY = r"""
 def _coursekit_body(case, T, A, REC):
     import torch
     fn = BatchNormFunction
@@ -145,7 +230,7 @@ def _coursekit_body(case, T, A, REC):
     with REC:
         y.backward(T["dy"])
     return {"y": y, "dx": x.grad, "dgamma": g.grad, "dbeta": b.grad, **keep}, {}
-'''
+"""
 
 
 def _fn_judge(params, inputs, out, meta):
@@ -154,11 +239,16 @@ def _fn_judge(params, inputs, out, meta):
     from ._task import unchanged
 
     if meta.get("not_function"):
-        return Mismatch("BatchNormFunction is not a torch.autograd.Function",
-                        hint="write class BatchNormFunction(torch.autograd.Function) with static forward(ctx, ...) and backward(ctx, dy)")
+        return Mismatch(
+            "BatchNormFunction is not a torch.autograd.Function",
+            hint="write class BatchNormFunction(torch.autograd.Function) with static forward(ctx, ...) and backward(ctx, dy)",
+        )
     if params["gradcheck"]:
-        return None if meta.get("gradcheck") else Mismatch(
-            "torch.autograd.gradcheck failed", hint="the analytic backward disagrees with finite differences")
+        return (
+            None
+            if meta.get("gradcheck")
+            else Mismatch("torch.autograd.gradcheck failed", hint="the analytic backward disagrees with finite differences")
+        )
     x, g, b = (inputs[k].astype(np.float64) for k in ("x", "gamma", "beta"))
     dy = inputs["dy"].astype(np.float64)
     dt = inputs["x"].dtype
@@ -168,26 +258,61 @@ def _fn_judge(params, inputs, out, meta):
     dx, dg, db = _grads(x, g, b, eps, dy)
     inv_std = 1 / np.sqrt(x.var(axis=dims) + eps)
     x_hat = (x - x.mean(axis=dims, keepdims=True)) * D.view(inv_std, x.ndim)
-    none = lambda k, name: Mismatch(f"{name} is None after backward",  # noqa: E731
-                                    hint="backward returns (dx, dgamma, dbeta, None): one gradient per forward input") \
-        if meta["_kinds"].get(k, {}).get("kind") == "NoneType" else None
+
+    def none(k, name):
+        if meta["_kinds"].get(k, {}).get("kind") != "NoneType":
+            return None
+        return Mismatch(
+            f"{name} is None after backward", hint="backward returns (dx, dgamma, dbeta, None): one gradient per forward input"
+        )
+
     return first(
         unchanged(inputs, out, [("x_after", "x"), ("gamma_after", "gamma"), ("beta_after", "beta")]),
-        lambda: compare("forward output", out.get("y"), want, meta, "y", dtype=dt,
-                        variants=norm_variants(x, dims, g, b, eps, bn_wrong_axes(x.ndim)),
-                        shape_hint="forward returns a tensor of the input's shape"),
-        lambda: None if "dx" in meta["_kinds"] else Mismatch(
-            "the output does not require grad", hint="return the output tensor from forward; autograd connects it"),
-        lambda: none("dx", "x.grad"), lambda: none("dgamma", "gamma.grad"), lambda: none("dbeta", "beta.grad"),
+        lambda: compare(
+            "forward output",
+            out.get("y"),
+            want,
+            meta,
+            "y",
+            dtype=dt,
+            variants=norm_variants(x, dims, g, b, eps, bn_wrong_axes(x.ndim)),
+            shape_hint="forward returns a tensor of the input's shape",
+        ),
+        lambda: (
+            None
+            if "dx" in meta["_kinds"]
+            else Mismatch("the output does not require grad", hint="return the output tensor from forward; autograd connects it")
+        ),
+        lambda: none("dx", "x.grad"),
+        lambda: none("dgamma", "gamma.grad"),
+        lambda: none("dbeta", "beta.grad"),
         lambda: compare("x.grad", out.get("dx"), dx, meta, "dx", dtype=dt, variants=_dx_variants(x_hat, inv_std, g, dy)),
-        lambda: compare("gamma.grad", out.get("dgamma"), dg, meta, "dgamma", dtype=dt,
-                        variants=[(SWAPPED_HINT, lambda: dy.sum(axis=dims))]),
-        lambda: compare("beta.grad", out.get("dbeta"), db, meta, "dbeta", dtype=dt,
-                        variants=[(SWAPPED_HINT, lambda: (dy * x_hat).sum(axis=dims))]))
+        lambda: compare(
+            "gamma.grad", out.get("dgamma"), dg, meta, "dgamma", dtype=dt, variants=[(SWAPPED_HINT, lambda: dy.sum(axis=dims))]
+        ),
+        lambda: compare(
+            "beta.grad",
+            out.get("dbeta"),
+            db,
+            meta,
+            "dbeta",
+            dtype=dt,
+            variants=[(SWAPPED_HINT, lambda: (dy * x_hat).sum(axis=dims))],
+        ),
+    )
 
 
 BATCH_NORM_FUNCTION = Task(
-    "04", "BatchNormFunction", "a class BatchNormFunction(torch.autograd.Function)", _fn_cases, _FN_BODY, _fn_judge,
-    kind="class", forbidden_ops=NORM_OPS, watch=REFERENCE_NORM_WATCH, forbidden_names=NORM_NAMES)
+    "04",
+    "BatchNormFunction",
+    "a class BatchNormFunction(torch.autograd.Function)",
+    _fn_cases,
+    _FN_BODY,
+    _fn_judge,
+    kind="class",
+    forbidden_ops=NORM_OPS,
+    watch=REFERENCE_NORM_WATCH,
+    forbidden_names=NORM_NAMES,
+)
 
 EXERCISE = Exercise("04", "04_bn_backward_exercises", (BATCH_NORM_BACKWARD, BATCH_NORM_FUNCTION))

@@ -3,6 +3,7 @@
 Each task defined once (see :mod:`coursekit.tasks._task`). The conv/linear and the BN are handed
 over in EVAL mode, as the task says (PyTorch's own ``fuse_conv_bn_eval`` asserts it).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,7 +19,7 @@ _ATTRS = ("stride", "padding", "dilation", "groups", "padding_mode", "in_channel
 _BN_KEYS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 
 # builds the layer and its BN from the case (shared by the kernel and the judge)
-_LAYERS = r'''
+_LAYERS = r"""
 def _coursekit_layers(case, T):
     import torch
     from torch import nn
@@ -32,9 +33,11 @@ def _coursekit_layers(case, T):
     layer.load_state_dict({k[6:]: v for k, v in T.items() if k.startswith("layer_")})
     bn.load_state_dict({k[3:]: v for k, v in T.items() if k.startswith("bn_")})
     return layer.eval(), bn.eval()
-'''
+"""
 
-_FOLD_BODY = _LAYERS + r'''
+_FOLD_BODY = (
+    _LAYERS
+    + r"""
 def _coursekit_body(case, T, A, REC):
     import torch
     layer, bn = _coursekit_layers(case, T)
@@ -55,13 +58,18 @@ def _coursekit_body(case, T, A, REC):
     else:
         meta["bias_dtype"] = str(f.bias.dtype).replace("torch.", "") if f.bias is not None else None
     return out, meta
-'''
+"""
+)
 
 
 def _layers(params, inputs):
-    return D.exec_source(_LAYERS, "_coursekit_layers")(params, {k: D.t(v).to(_torch_dtype(params["dtype"]))
-                                                               if v.dtype.kind == "f" else __import__("torch").from_numpy(v.copy())
-                                                               for k, v in inputs.items()})
+    return D.exec_source(_LAYERS, "_coursekit_layers")(
+        params,
+        {
+            k: D.t(v).to(_torch_dtype(params["dtype"])) if v.dtype.kind == "f" else __import__("torch").from_numpy(v.copy())
+            for k, v in inputs.items()
+        },
+    )
 
 
 def _torch_dtype(name):
@@ -92,29 +100,44 @@ def _fold_judge(params, inputs, out, meta):
     cls = params["layer"]
     for k, v in inputs.items():
         for side, after in (("layer_", "layer_after_"), ("bn_", "bn_after_")):
-            if k.startswith(side) and after + k[len(side):] in out and not np.array_equal(out[after + k[len(side):]], v):
-                return Mismatch(f"{what} modified {'the ' + cls.lower() if side == 'layer_' else 'the bn'} it was given ({k[len(side):]})",
-                                hint=f"{what} modified {'conv' if cls.startswith('Conv') else 'linear'} or bn: build a new "
-                                     f"{'conv (e.g. from a deep copy)' if cls.startswith('Conv') else 'nn.Linear'}")
+            if k.startswith(side) and after + k[len(side) :] in out and not np.array_equal(out[after + k[len(side) :]], v):
+                return Mismatch(
+                    f"{what} modified {'the ' + cls.lower() if side == 'layer_' else 'the bn'} it was given ({k[len(side) :]})",
+                    hint=f"{what} modified {'conv' if cls.startswith('Conv') else 'linear'} or bn: build a new "
+                    f"{'conv (e.g. from a deep copy)' if cls.startswith('Conv') else 'nn.Linear'}",
+                )
     if meta["same"]:
-        return Mismatch(f"you returned the original {cls} unchanged (the object you were given)",
-                        hint=f"return a new nn.{cls} with the folded weight and bias; if your code catches an exception and "
-                             "returns its input, let the exception show instead")
+        return Mismatch(
+            f"you returned the original {cls} unchanged (the object you were given)",
+            hint=f"return a new nn.{cls} with the folded weight and bias; if your code catches an exception and "
+            "returns its input, let the exception show instead",
+        )
     if meta["type"] != cls:
-        return Mismatch(f"{what} returned a {meta['type']}, expected a torch.nn.{cls}",
-                        hint=f"return a new nn.{cls} with the folded weight and bias")
+        return Mismatch(
+            f"{what} returned a {meta['type']}, expected a torch.nn.{cls}",
+            hint=f"return a new nn.{cls} with the folded weight and bias",
+        )
     for a in params["attrs"]:
         want = repr(getattr(layer, a))
         if meta["attrs"].get(a) != want:
-            hint = (f"the folded conv lost {a}: copy every setting of the original conv (stride, padding, dilation, groups, padding_mode)"
-                    if cls.startswith("Conv") else "keep the linear layer's sizes")
+            hint = (
+                f"the folded conv lost {a}: copy every setting of the original conv (stride, padding, dilation, groups, "
+                f"padding_mode)"
+                if cls.startswith("Conv")
+                else "keep the linear layer's sizes"
+            )
             return Mismatch(f"the folded layer has {a}={meta['attrs'].get(a)}, the original {want}", hint=hint)
     if not meta["has_bias"]:
-        return Mismatch("the folded layer has no bias",
-                        hint="the fold always produces a bias: (b - running_mean) * gamma / sqrt(running_var + eps) + beta")
+        return Mismatch(
+            "the folded layer has no bias",
+            hint="the fold always produces a bias: (b - running_mean) * gamma / sqrt(running_var + eps) + beta",
+        )
     if "y" not in out:
-        return Mismatch(f"the folded {cls} has dtype {meta['weight_dtype']} (bias {meta.get('bias_dtype')}), the input {params['dtype']}",
-                        hint="keep the original layer's dtype: build the new weight and bias from its tensors (no torch.tensor(..., dtype=...))")
+        return Mismatch(
+            f"the folded {cls} has dtype {meta['weight_dtype']} (bias {meta.get('bias_dtype')}), the input {params['dtype']}",
+            hint="keep the original layer's dtype: build the new weight and bias from its tensors (no torch.tensor(..., "
+                 "dtype=...))",
+        )
     x = D.t(inputs["x"])
     with torch.no_grad():
         want = bn(layer(x)).numpy()
@@ -125,88 +148,216 @@ def _fold_judge(params, inputs, out, meta):
     scale = g / torch.sqrt(rv + bn.eps)
     right_w = w * scale.reshape(shape)
     variants = [
-        ("eps goes inside the square root: gamma / sqrt(running_var + eps)",
-         lambda: _with_params(layer, x, w * (g / (rv.sqrt() + bn.eps)).reshape(shape), (b - rm) * g / (rv.sqrt() + bn.eps) + beta)),
-        ("the weight is multiplied by gamma * rsqrt(running_var + eps), not divided by it",
-         lambda: _with_params(layer, x, w * (g * torch.sqrt(rv + bn.eps)).reshape(shape), (b - rm) * g * torch.sqrt(rv + bn.eps) + beta)),
-        ("the weight is multiplied by gamma * rsqrt(running_var + eps), not divided by it",
-         lambda: _with_params(layer, x, w * (g * torch.sqrt(rv + bn.eps)).reshape(shape), (b - rm) * scale + beta)),
-        ("the original bias is scaled too: b' = (b - running_mean) * gamma / sqrt(running_var + eps) + beta",
-         lambda: _with_params(layer, x, right_w, b - rm * scale + beta) if layer.bias is not None else None),
-        ("include the layer's own bias: b' = (b - running_mean) * gamma / sqrt(running_var + eps) + beta",
-         lambda: _with_params(layer, x, right_w, -rm * scale + beta) if layer.bias is not None else None),
+        (
+            "eps goes inside the square root: gamma / sqrt(running_var + eps)",
+            lambda: _with_params(
+                layer, x, w * (g / (rv.sqrt() + bn.eps)).reshape(shape), (b - rm) * g / (rv.sqrt() + bn.eps) + beta
+            ),
+        ),
+        (
+            "the weight is multiplied by gamma * rsqrt(running_var + eps), not divided by it",
+            lambda: _with_params(
+                layer, x, w * (g * torch.sqrt(rv + bn.eps)).reshape(shape), (b - rm) * g * torch.sqrt(rv + bn.eps) + beta
+            ),
+        ),
+        (
+            "the weight is multiplied by gamma * rsqrt(running_var + eps), not divided by it",
+            lambda: _with_params(layer, x, w * (g * torch.sqrt(rv + bn.eps)).reshape(shape), (b - rm) * scale + beta),
+        ),
+        (
+            "the original bias is scaled too: b' = (b - running_mean) * gamma / sqrt(running_var + eps) + beta",
+            lambda: _with_params(layer, x, right_w, b - rm * scale + beta) if layer.bias is not None else None,
+        ),
+        (
+            "include the layer's own bias: b' = (b - running_mean) * gamma / sqrt(running_var + eps) + beta",
+            lambda: _with_params(layer, x, right_w, -rm * scale + beta) if layer.bias is not None else None,
+        ),
     ]
-    return compare("output", out.get("y"), want, meta, "y", dtype=params["dtype"], variants=variants,
-                   hint="W' = W * gamma / sqrt(running_var + eps) per output channel; b' = (b - running_mean) * gamma / sqrt(running_var + eps) + beta")
+    return compare(
+        "output",
+        out.get("y"),
+        want,
+        meta,
+        "y",
+        dtype=params["dtype"],
+        variants=variants,
+        hint="W' = W * gamma / sqrt(running_var + eps) per output channel; b' = (b - running_mean) * gamma / "
+             "sqrt(running_var + eps) + beta",
+    )
 
 
 def _fold_case(rng, what, layer, spec, bn, channels, x_shape, dtype, eps, label, attrs):
     import torch
     from torch import nn
 
-    mod = (nn.Linear(**spec) if layer == "Linear" else getattr(nn, layer)(**spec))
+    mod = nn.Linear(**spec) if layer == "Linear" else getattr(nn, layer)(**spec)
     arrays = {}
     for k, v in mod.state_dict().items():
         bound = 1 / np.sqrt(v[0].numel()) if v.dim() > 1 else 0.5
         arrays["layer_" + k] = rng.uniform(-bound, bound, tuple(v.shape)).astype(dtype)
     w, b = D.affine(rng, channels, dtype)
-    arrays.update(bn_weight=w, bn_bias=b, bn_running_mean=rng.standard_normal(channels).astype(dtype),
-                  bn_running_var=rng.uniform(0.5, 1.5, channels).astype(dtype), bn_num_batches_tracked=np.array(5, dtype=np.int64))
+    arrays.update(
+        bn_weight=w,
+        bn_bias=b,
+        bn_running_mean=rng.standard_normal(channels).astype(dtype),
+        bn_running_var=rng.uniform(0.5, 1.5, channels).astype(dtype),
+        bn_num_batches_tracked=np.array(5, dtype=np.int64),
+    )
     arrays["x"] = rng.standard_normal(x_shape).astype(dtype)
     del torch
-    return Case(label + (f", input {tuple(x_shape)} {dtype}" if layer != "Linear" else f" {dtype}") + (f", bn eps={eps}" if eps != 1e-5 else ""),
-                {"what": what, "layer": layer, "spec": spec, "bn": bn, "channels": channels, "eps": eps, "dtype": dtype,
-                 "attrs": list(attrs)}, arrays)
+    return Case(
+        label
+        + (f", input {tuple(x_shape)} {dtype}" if layer != "Linear" else f" {dtype}")
+        + (f", bn eps={eps}" if eps != 1e-5 else ""),
+        {
+            "what": what,
+            "layer": layer,
+            "spec": spec,
+            "bn": bn,
+            "channels": channels,
+            "eps": eps,
+            "dtype": dtype,
+            "attrs": list(attrs),
+        },
+        arrays,
+    )
 
 
 def _conv_cases(rng):
     specs = [
-        ("Conv2d", dict(in_channels=3, out_channels=4, kernel_size=3, padding=1), (2, 3, 5, 5), _F32, 1e-5, "Conv2d(3, 4, 3, padding=1)"),
-        ("Conv2d", dict(in_channels=3, out_channels=4, kernel_size=3, padding=1, bias=False), (2, 3, 5, 5), _F64, 1e-5,
-         "Conv2d(3, 4, 3, padding=1, bias=False)"),
-        ("Conv2d", dict(in_channels=4, out_channels=6, kernel_size=3, stride=2, padding=2, dilation=2, groups=2), (2, 4, 7, 7), _F64, 1e-5,
-         "Conv2d(4, 6, 3, stride=2, padding=2, dilation=2, groups=2)"),
-        ("Conv2d", dict(in_channels=3, out_channels=4, kernel_size=3, padding=1, padding_mode="reflect"), (2, 3, 5, 5), _F32, 0.1,
-         "Conv2d(3, 4, 3, padding=1, padding_mode='reflect')"),
-        ("Conv1d", dict(in_channels=3, out_channels=4, kernel_size=3, padding=1, padding_mode="circular", bias=False), (2, 3, 6), _F64, 1e-5,
-         "Conv1d(3, 4, 3, padding=1, padding_mode='circular', bias=False)"),
-        ("Conv3d", dict(in_channels=2, out_channels=4, kernel_size=3, padding=1, padding_mode="replicate"), (2, 2, 3, 4, 3), _F32, 1e-5,
-         "Conv3d(2, 4, 3, padding=1, padding_mode='replicate')"),
-        ("Conv2d", dict(in_channels=3, out_channels=4, kernel_size=3, padding="same", dilation=2, bias=False), (2, 3, 6, 6), _F64, 1e-5,
-         "Conv2d(3, 4, 3, padding='same', dilation=2, bias=False)"),
+        (
+            "Conv2d",
+            dict(in_channels=3, out_channels=4, kernel_size=3, padding=1),
+            (2, 3, 5, 5),
+            _F32,
+            1e-5,
+            "Conv2d(3, 4, 3, padding=1)",
+        ),
+        (
+            "Conv2d",
+            dict(in_channels=3, out_channels=4, kernel_size=3, padding=1, bias=False),
+            (2, 3, 5, 5),
+            _F64,
+            1e-5,
+            "Conv2d(3, 4, 3, padding=1, bias=False)",
+        ),
+        (
+            "Conv2d",
+            dict(in_channels=4, out_channels=6, kernel_size=3, stride=2, padding=2, dilation=2, groups=2),
+            (2, 4, 7, 7),
+            _F64,
+            1e-5,
+            "Conv2d(4, 6, 3, stride=2, padding=2, dilation=2, groups=2)",
+        ),
+        (
+            "Conv2d",
+            dict(in_channels=3, out_channels=4, kernel_size=3, padding=1, padding_mode="reflect"),
+            (2, 3, 5, 5),
+            _F32,
+            0.1,
+            "Conv2d(3, 4, 3, padding=1, padding_mode='reflect')",
+        ),
+        (
+            "Conv1d",
+            dict(in_channels=3, out_channels=4, kernel_size=3, padding=1, padding_mode="circular", bias=False),
+            (2, 3, 6),
+            _F64,
+            1e-5,
+            "Conv1d(3, 4, 3, padding=1, padding_mode='circular', bias=False)",
+        ),
+        (
+            "Conv3d",
+            dict(in_channels=2, out_channels=4, kernel_size=3, padding=1, padding_mode="replicate"),
+            (2, 2, 3, 4, 3),
+            _F32,
+            1e-5,
+            "Conv3d(2, 4, 3, padding=1, padding_mode='replicate')",
+        ),
+        (
+            "Conv2d",
+            dict(in_channels=3, out_channels=4, kernel_size=3, padding="same", dilation=2, bias=False),
+            (2, 3, 6, 6),
+            _F64,
+            1e-5,
+            "Conv2d(3, 4, 3, padding='same', dilation=2, bias=False)",
+        ),
     ]
-    return [_fold_case(rng, "fold_conv_bn", layer, spec, f"BatchNorm{layer[-2:]}", spec["out_channels"], xs, d, eps, label, _ATTRS)
-            for layer, spec, xs, d, eps, label in specs]
+    return [
+        _fold_case(rng, "fold_conv_bn", layer, spec, f"BatchNorm{layer[-2:]}", spec["out_channels"], xs, d, eps, label, _ATTRS)
+        for layer, spec, xs, d, eps, label in specs
+    ]
 
 
-FOLD_CONV_BN = Task("07", "fold_conv_bn", "fold_conv_bn(conv, bn) -> conv", _conv_cases,
-                    _FOLD_BODY.replace("{NAME}", "fold_conv_bn"), _fold_judge, watch=FUSION_WATCH, forbidden_names=FUSION_NAMES,
-                    none_hint="conv.bias is None when the layer was built with bias=False: use zeros for it")
+FOLD_CONV_BN = Task(
+    "07",
+    "fold_conv_bn",
+    "fold_conv_bn(conv, bn) -> conv",
+    _conv_cases,
+    _FOLD_BODY.replace("{NAME}", "fold_conv_bn"),
+    _fold_judge,
+    watch=FUSION_WATCH,
+    forbidden_names=FUSION_NAMES,
+    none_hint="conv.bias is None when the layer was built with bias=False: use zeros for it",
+)
 
 
 def _lin_cases(rng):
-    return [_fold_case(rng, "fold_linear_bn", "Linear", dict(in_features=i, out_features=o, bias=bias), "BatchNorm1d", o, (4, i), d, eps,
-                       f"Linear({i}, {o}, bias={bias})", ("in_features", "out_features"))
-            for i, o, bias, d, eps in ((5, 4, True, _F32, 1e-5), (5, 4, False, _F64, 1e-5), (6, 3, True, _F32, 0.1), (3, 7, True, _F64, 1e-5))]
+    return [
+        _fold_case(
+            rng,
+            "fold_linear_bn",
+            "Linear",
+            dict(in_features=i, out_features=o, bias=bias),
+            "BatchNorm1d",
+            o,
+            (4, i),
+            d,
+            eps,
+            f"Linear({i}, {o}, bias={bias})",
+            ("in_features", "out_features"),
+        )
+        for i, o, bias, d, eps in (
+            (5, 4, True, _F32, 1e-5),
+            (5, 4, False, _F64, 1e-5),
+            (6, 3, True, _F32, 0.1),
+            (3, 7, True, _F64, 1e-5),
+        )
+    ]
 
 
-FOLD_LINEAR_BN = Task("07", "fold_linear_bn", "fold_linear_bn(linear, bn) -> linear", _lin_cases,
-                      _FOLD_BODY.replace("{NAME}", "fold_linear_bn"), _fold_judge, watch=FUSION_WATCH, forbidden_names=FUSION_NAMES,
-                      none_hint="linear.bias is None when the layer was built with bias=False: use zeros for it")
+FOLD_LINEAR_BN = Task(
+    "07",
+    "fold_linear_bn",
+    "fold_linear_bn(linear, bn) -> linear",
+    _lin_cases,
+    _FOLD_BODY.replace("{NAME}", "fold_linear_bn"),
+    _fold_judge,
+    watch=FUSION_WATCH,
+    forbidden_names=FUSION_NAMES,
+    none_hint="linear.bias is None when the layer was built with bias=False: use zeros for it",
+)
 
 
 # ------------------------------------------------------------------------------------ fold_model
 def _fm_cases(rng):
     out = []
-    for kind, shape, d, mode, remaining in (("fold_a", (2, 2, 4, 4), _F32, "eval", 0), ("fold_b", (2, 3, 6), _F64, "train", 1),
-                                            ("fold_a", (3, 2, 4, 4), _F64, "train", 0)):
+    for kind, shape, d, mode, remaining in (
+        ("fold_a", (2, 2, 4, 4), _F32, "eval", 0),
+        ("fold_b", (2, 3, 6), _F64, "train", 1),
+        ("fold_a", (3, 2, 4, 4), _F64, "train", 0),
+    ):
         label = "conv net" if kind == "fold_a" else "1d net with a BN after ReLU"
-        out.append(Case(f"{label} in {mode} mode, input {shape} {d}", {"kind": kind, "dtype": d, "mode": mode, "remaining": remaining},
-                        {**M.random_state(rng, kind, d), "x": rng.standard_normal(shape).astype(d)}))
+        out.append(
+            Case(
+                f"{label} in {mode} mode, input {shape} {d}",
+                {"kind": kind, "dtype": d, "mode": mode, "remaining": remaining},
+                {**M.random_state(rng, kind, d), "x": rng.standard_normal(shape).astype(d)},
+            )
+        )
     return out
 
 
-_FM_BODY = r'''
+_FM_BODY = r"""
 def _coursekit_body(case, T, A, REC):
     import torch
     from torch import nn
@@ -228,7 +379,7 @@ def _coursekit_body(case, T, A, REC):
         with REC:
             out["y"] = f(T["x"])
     return out, meta
-'''
+"""
 
 
 def _fm_judge(params, inputs, out, meta):
@@ -240,26 +391,51 @@ def _fm_judge(params, inputs, out, meta):
     if meta["original_changed"] or any(not np.array_equal(out[k], inputs[k]) for k in inputs if k.startswith("sd_")):
         return Mismatch("the original model was modified", hint="fold_model changed the original model: fold a deep copy")
     if meta["same"]:
-        return Mismatch("you returned the original model (the object you were given)", hint="return a new model (fold a deep copy)")
+        return Mismatch(
+            "you returned the original model (the object you were given)", hint="return a new model (fold a deep copy)"
+        )
     if "training" not in meta:
         return Mismatch(f"fold_model returned a {meta['type']}, expected the model (an nn.Module)", hint="return the model")
     if meta["training"]:
         return Mismatch("the folded model is in training mode", hint="return the folded model in eval mode")
     left, remaining = meta["bn_left"], params["remaining"]
     if left > remaining:
-        return Mismatch(f"{left} BatchNorm layers left, expected {remaining}",
-                        hint="fold every conv/linear -> BN pair, also inside nested nn.Sequential containers (recurse)")
+        return Mismatch(
+            f"{left} BatchNorm layers left, expected {remaining}",
+            hint="fold every conv/linear -> BN pair, also inside nested nn.Sequential containers (recurse)",
+        )
     if left < remaining:
-        return Mismatch(f"{left} BatchNorm layers left, expected {remaining}",
-                        hint="only a BN directly after a conv/linear folds; a BN after e.g. ReLU must stay")
+        return Mismatch(
+            f"{left} BatchNorm layers left, expected {remaining}",
+            hint="only a BN directly after a conv/linear folds; a BN after e.g. ReLU must stay",
+        )
     if meta["identities"] != meta["n_bn"] - remaining:
-        return Mismatch(f"{meta['identities']} nn.Identity layers, expected {meta['n_bn'] - remaining}",
-                        hint="replace each folded BN by nn.Identity (keeps the container's indices)")
-    return first(lambda: compare("output", out.get("y"), want, meta, "y", dtype=params["dtype"],
-                                 hint="the folded model must compute what the original does in eval mode"))
+        return Mismatch(
+            f"{meta['identities']} nn.Identity layers, expected {meta['n_bn'] - remaining}",
+            hint="replace each folded BN by nn.Identity (keeps the container's indices)",
+        )
+    return first(
+        lambda: compare(
+            "output",
+            out.get("y"),
+            want,
+            meta,
+            "y",
+            dtype=params["dtype"],
+            hint="the folded model must compute what the original does in eval mode",
+        )
+    )
 
 
-FOLD_MODEL = Task("07", "fold_model", "fold_model(model) -> model", _fm_cases, M.MODELS + _FM_BODY, _fm_judge,
-                  watch=FUSION_WATCH, forbidden_names=FUSION_NAMES)
+FOLD_MODEL = Task(
+    "07",
+    "fold_model",
+    "fold_model(model) -> model",
+    _fm_cases,
+    M.MODELS + _FM_BODY,
+    _fm_judge,
+    watch=FUSION_WATCH,
+    forbidden_names=FUSION_NAMES,
+)
 
 EXERCISE = Exercise("07", "07_folding_exercises", (FOLD_CONV_BN, FOLD_LINEAR_BN, FOLD_MODEL))
