@@ -1107,6 +1107,37 @@ def _(model):
 
 
 # ------------------------------------------------------------------------------------------
+# obfuscated library calls the static scan cannot see: caught at run time, in the check and the grader
+# ------------------------------------------------------------------------------------------
+@_wrong("batch_norm_backward", "autograd_through_built_names", "no autograd")
+def _(dy, cache):
+    x_hat, inv_std, gamma = cache
+    shape = (1, -1) + (1,) * (dy.dim() - 2)
+    x = (x_hat / inv_std.reshape(shape)).detach().requires_grad_(True)
+    g = gamma.detach().clone().requires_grad_(True)
+    b = torch.zeros_like(g, requires_grad=True)
+    dims = _dims(dy)
+    y = (x - x.mean(dims, keepdim=True)) * inv_std.reshape(shape) * g.reshape(shape) + b.reshape(shape)
+    differentiate = getattr(getattr(torch, "auto" + "grad"), "gr" + "ad")
+    return differentiate(y, (x, g, b), dy)
+
+
+@_wrong("recalibrate", "update_bn_through_built_names", "do not call torch.optim.swa_utils.update_bn")
+def _(model, loader):
+    import importlib
+
+    getattr(importlib.import_module("torch.optim." + "swa" + "_utils"), "update" + "_bn")(loader, model)
+    return model
+
+
+@_wrong("fold_conv_bn", "fusion_through_built_names", "do not call torch.nn.utils.fusion.fuse_conv_bn_eval")
+def _(conv, bn):
+    import importlib
+
+    return getattr(importlib.import_module("torch.nn.utils." + "fu" + "sion"), "fuse_conv_bn" + "_eval")(conv, bn)
+
+
+# ------------------------------------------------------------------------------------------
 # the unfinished exercises, as the builder leaves them
 # ------------------------------------------------------------------------------------------
 def _stub(*args, **kwargs):
