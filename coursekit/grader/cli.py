@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     unsandboxed = next((r.sandbox for r in results if r.sandbox.startswith("UNSANDBOXED")), None)
     if unsandboxed:  # on stderr, whatever else goes to stdout: an instructor must not miss it
         print(f"coursekit grade: WARNING: {unsandboxed}", file=sys.stderr)
-    quiet = "-" in (str(args.json), args.classroom, getattr(args, "csv", None))
+    quiet = "-" in (str(args.json), args.classroom, getattr(args, "csv", None), getattr(args, "gradescope", None))
     print(format_table(results), file=sys.stderr if quiet else sys.stdout)
     if args.json:
         emit([r.to_json() for r in results] if len(results) != 1 else results[0].to_json(), args.json)
