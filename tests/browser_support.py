@@ -152,7 +152,7 @@ class JupyterLabServer:
         )
         return settings
 
-    def start(self) -> "JupyterLabServer":
+    def start(self) -> JupyterLabServer:
         env = self._environment()
         settings = self._user_settings()
         workspaces = self.base / "workspaces"

@@ -23,11 +23,10 @@ import os
 import time
 from pathlib import Path
 
+import browser_support as bs
 import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
-
-import browser_support as bs
 
 REPO = Path(__file__).resolve().parents[1]
 LESSONS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))

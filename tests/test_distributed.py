@@ -12,8 +12,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from coursekit.lab.distributed import (
-    all_reduce_batch_stats, channel_sums, cross_process_bn_worker, ghost_batch_norm, run_distributed,
-    stats_from_sums, sync_batch_norm,
+    all_reduce_batch_stats,
+    channel_sums,
+    cross_process_bn_worker,
+    ghost_batch_norm,
+    run_distributed,
+    stats_from_sums,
+    sync_batch_norm,
 )
 
 

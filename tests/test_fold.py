@@ -1,8 +1,6 @@
 """Tests of coursekit.reference.fold: folded == unfused in eval mode, == PyTorch's fusion, no mutation."""
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 from hypothesis import given, settings
@@ -10,14 +8,21 @@ from hypothesis import strategies as st
 from torch import nn
 from torch.fx.experimental.optimization import fuse as fx_fuse
 from torch.nn.utils.fusion import (
-    fuse_conv_bn_eval, fuse_conv_bn_weights, fuse_linear_bn_eval, fuse_linear_bn_weights,
+    fuse_conv_bn_eval,
+    fuse_conv_bn_weights,
+    fuse_linear_bn_eval,
+    fuse_linear_bn_weights,
 )
 
+from coursekit.lab.training import small_cnn
 from coursekit.reference import BatchNorm
 from coursekit.reference.fold import (
-    fold_conv_bn, fold_conv_bn_weights, fold_linear_bn, fold_linear_bn_weights, fold_model,
+    fold_conv_bn,
+    fold_conv_bn_weights,
+    fold_linear_bn,
+    fold_linear_bn_weights,
+    fold_model,
 )
-from coursekit.lab.training import small_cnn
 
 TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
 CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}

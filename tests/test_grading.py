@@ -1,7 +1,8 @@
 """coursekit grade: full marks for the solutions, zero for untouched exercises, and the attack suite.
 
 Attack submissions are generated here from the solution notebooks (so they stay in sync); only the
-truncated file is a static fixture (stored as .txt so notebook tooling leaves it alone). All submissions are graded once per module, two at a time.
+truncated file is a static fixture (stored as .txt so notebook tooling leaves it alone). All submissions are
+graded once per module, two at a time.
 """
 import argparse
 import copy
@@ -13,12 +14,13 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from coursekit.grader import cli as grading_cli, grade as grading
 from coursekit.build import build_notebook
+from coursekit.grader import cli as grading_cli
+from coursekit.grader import grade as grading
 from coursekit.grader.grade import grade_paths
 from coursekit.grader.scan import forbidden_uses
-from coursekit.tasks._task import NORM_NAMES
 from coursekit.tasks import EXERCISES
+from coursekit.tasks._task import NORM_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTIONS = ROOT / "solutions"

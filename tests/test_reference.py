@@ -7,7 +7,8 @@ Folding is tested in tests/test_fold.py.
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 from torch import nn
 
 from coursekit import reference as ref
@@ -254,9 +255,11 @@ ERRORS = [
     (lambda: ref.batch_norm(torch.randn(4, 3), None, None, training=True, eps=0.0), ValueError, "eps > 0"),
     (lambda: ref.batch_norm(torch.randn(4, 3), None, None, training=True, eps=-1e-5), ValueError, "eps > 0"),
     (lambda: ref.batch_norm(torch.randn(1, 3), None, None, training=True), ValueError, "more than 1 value per channel"),
-    (lambda: ref.batch_norm(torch.randn(1, 3, 1, 1), None, None, training=True), ValueError, "more than 1 value per channel"),
+    (lambda: ref.batch_norm(torch.randn(1, 3, 1, 1), None, None, training=True), ValueError,
+     "more than 1 value per channel"),
     (lambda: ref.batch_norm(torch.randn(4, 3), None, None, training=False), ValueError, "eval mode"),
-    (lambda: ref.batch_norm(torch.randn(4, 3), torch.zeros(3), torch.ones(3), training=True, momentum=None), ValueError, "num_batches_tracked"),
+    (lambda: ref.batch_norm(torch.randn(4, 3), torch.zeros(3), torch.ones(3), training=True, momentum=None), ValueError,
+     "num_batches_tracked"),
     (lambda: ref.batch_norm(torch.randn(4, 3), None, None, training=True, momentum=1.5), ValueError, "momentum in [0, 1]"),
     (lambda: ref.batch_norm([[1.0, 2.0]], None, None), TypeError, "torch.Tensor"),
     (lambda: ref.BatchNorm(3)(torch.randn(4, 5)), ValueError, "expected input with 3 channels (got 5"),

@@ -19,7 +19,7 @@ from __future__ import annotations
 import datetime
 import os
 import tempfile
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.distributed as dist

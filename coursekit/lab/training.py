@@ -1,8 +1,8 @@
 """Small models and a plain training loop shared by the lessons' experiments (lessons 01, 06, 08)."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from torch import nn

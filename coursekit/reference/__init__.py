@@ -6,12 +6,16 @@
 * ``fold``: ``fold_conv_bn``, ``fold_linear_bn`` (modules, never mutating their inputs), the pure
   weight maths ``fold_conv_bn_weights`` / ``fold_linear_bn_weights``, and ``fold_model``.
 """
-from coursekit.reference.functional import batch_norm, group_norm, instance_norm, layer_norm, rms_norm
 from coursekit.reference.backward import batch_norm_backward
-from coursekit.reference.modules import BatchNorm
 from coursekit.reference.fold import (
-    fold_conv_bn, fold_conv_bn_weights, fold_linear_bn, fold_linear_bn_weights, fold_model,
+    fold_conv_bn,
+    fold_conv_bn_weights,
+    fold_linear_bn,
+    fold_linear_bn_weights,
+    fold_model,
 )
+from coursekit.reference.functional import batch_norm, group_norm, instance_norm, layer_norm, rms_norm
+from coursekit.reference.modules import BatchNorm
 
 __all__ = [
     "batch_norm", "layer_norm", "instance_norm", "group_norm", "rms_norm",

@@ -1,7 +1,7 @@
 """Argument checks shared by the reference maths: one place per concept, errors say expected vs got."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

@@ -22,12 +22,16 @@ function                  statistics over                      affine shape
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
 from coursekit.reference._validate import (
-    check_batch_values, check_eps, check_input, check_momentum, check_per_channel,
+    check_batch_values,
+    check_eps,
+    check_input,
+    check_momentum,
+    check_per_channel,
 )
 
 __all__ = ["batch_norm", "instance_norm", "group_norm", "layer_norm", "rms_norm"]
