@@ -416,4 +416,4 @@ def test_without_bubblewrap_auto_grades_with_a_warning_and_require_refuses(tmp_p
     assert by_name["sub"]["score"] == 0 and "trusted files changed" in by_name["sub"]["error"]
     # the killed worker takes down only its own submission (the others are re-graded in fresh workers)
     assert by_name["killer"]["score"] == 0 and "grading process was killed" in by_name["killer"]["error"]
-    assert refused == 2 and "apt-get install bubblewrap" in err_require
+    assert refused == 3 and "apt-get install bubblewrap" in err_require  # refused, not "no notebook" (2)

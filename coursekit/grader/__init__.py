@@ -3,13 +3,18 @@
 The trust boundary is in the file names. Everything here runs in the grader's own process
 (trusted) except the cell source that ``grade`` sends into the learner's kernel:
 
-* ``intake``: find submissions, read each once, identify the exercise, take its answer cells;
+* ``intake``: find submissions, read each once (regular files only, size cap), identify the
+  exercise, take its answer cells, hash the trusted files;
 * ``scan``: the static scan of answer cells for forbidden names;
-* ``kernel``: start, drive and stop the learner's kernel (the untrusted process);
+* ``sandbox``: the bubblewrap command around each kernel (read-only machine, private task
+  directory, own PID and network namespaces, resource limits);
+* ``kernel``: start, drive and stop the learner's kernel (the untrusted process), output capped;
 * ``in_kernel``: the code sent INTO the learner's kernel (the only untrusted side): runs a task's body on
   the hidden inputs, records the aten ops the dispatcher runs, returns plain data;
-* ``grade``: one submission end to end, and many in parallel;
-* ``results`` / ``reports``: what grading produces and the formats instructors read;
+* ``bounded``: every read of what a kernel wrote is bounded (sizes, archive members, JSON depth);
+* ``grade``: one submission end to end, and many in parallel; judging uses ``coursekit.tasks``;
+* ``results`` / ``reports``: what grading produces and the table, JSON, Classroom and CSV formats;
+  ``gradescope`` (results.json and the autograder bundle) and ``feedback`` (one file per learner);
 * ``cli``: the ``coursekit grade`` command.
 
 See the README's "Exercises and grading" section for the threat model.

@@ -1,7 +1,9 @@
 """``coursekit grade``: the command-line front of the grader (options, exit status, outputs).
 
 Exit status: 0 whenever every submission was graded (whatever the scores), 1 when one could not be
-graded (unreadable file, unknown lesson), 2 when no notebook was given or found.
+graded (unreadable file, unknown lesson), 2 when no notebook was given or found, 3 when the grader
+refused to grade (``--sandbox require`` where bubblewrap does not work): a CI step or a Classroom
+workflow must fail then, not report a zero.
 """
 from __future__ import annotations
 
@@ -63,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
                               sandbox=getattr(args, "sandbox", "auto"))
     except SandboxUnavailable as exc:
         print(f"coursekit grade: --sandbox require: {exc}", file=sys.stderr)
-        return 2
+        return 3
     unsandboxed = next((r.sandbox for r in results if r.sandbox.startswith("UNSANDBOXED")), None)
     if unsandboxed:  # on stderr, whatever else goes to stdout: an instructor must not miss it
         print(f"coursekit grade: WARNING: {unsandboxed}", file=sys.stderr)
