@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-import stat
 from pathlib import Path
 
+from coursekit.grader.bounded import OutputError, read_regular
 from coursekit.grader.results import GradingError
 
 __all__ = ["expand", "read_bytes", "read_all", "read_submission", "identify_exercise", "answer_sources",
@@ -29,33 +29,17 @@ def read_bytes(path: Path, max_bytes: int = MAX_SUBMISSION_BYTES) -> bytes:
         GradingError: unreadable, a symlink, FIFO, device or directory, or too large; the message
             names the file, never its contents.
     """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except OSError as exc:
-        if os.path.islink(path):
-            raise GradingError(f"cannot read {path}: a symbolic link (expected a regular file)") from None
-        raise GradingError(f"cannot read {path}: {exc.strerror}") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise GradingError(f"cannot read {path}: not a regular file (expected a notebook file)")
-        if st.st_size > max_bytes:
-            raise GradingError(f"cannot read {path}: {st.st_size} bytes (expected at most {max_bytes})")
-        chunks, left = [], max_bytes + 1
-        while left > 0:
-            chunk = os.read(fd, min(left, 2**20))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
+    if os.path.islink(path):
+        raise GradingError(f"cannot read {path}: a symbolic link (expected a regular file)")
+    if not os.path.exists(path):
+        raise GradingError(f"cannot read {path}: No such file or directory")
+    try:  # the same guarded read as every file a kernel writes: O_NOFOLLOW | O_NONBLOCK, fstat, capped
+        return read_regular(path, max_bytes)
+    except OutputError as exc:
+        expected = f"at most {max_bytes} bytes" if "too large" in str(exc) else "a regular notebook file"
+        raise GradingError(f"cannot read {path}: {exc} (expected {expected})") from None
     except OSError as exc:
         raise GradingError(f"cannot read {path}: {exc.strerror}") from None
-    finally:
-        os.close(fd)
-    data = b"".join(chunks)
-    if len(data) > max_bytes:
-        raise GradingError(f"cannot read {path}: more than {max_bytes} bytes")
-    return data
 
 
 def read_all(paths) -> dict[str, bytes | GradingError]:
