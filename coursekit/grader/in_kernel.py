@@ -41,6 +41,7 @@ _COURSEKIT_IO = {
     "ndarray": _coursekit_np.ndarray,
     "from_numpy": _coursekit_torch.from_numpy,
     "Tensor": _coursekit_torch.Tensor,
+    "Parameter": _coursekit_torch.nn.Parameter,
     "numpy": _coursekit_torch.Tensor.numpy,
     "detach": _coursekit_torch.Tensor.detach,
     "clone": _coursekit_torch.Tensor.clone,
@@ -162,14 +163,16 @@ def _coursekit_plain(out):
     io = _COURSEKIT_IO
     arrays, kinds = {}, {}
     for key, value in out.items():
-        if io["isinstance"](value, io["Tensor"]):
+        # EXACT types only: a subclass (``__torch_function__`` intercepting detach/clone/numpy, or an
+        # ndarray overriding copy) could forge what is read; it is reported as its own kind, an error
+        if io["type"](value) is io["Tensor"] or io["type"](value) is io["Parameter"]:
             kinds[key] = {
                 "kind": "tensor",
                 "dtype": io["str"](value.dtype).replace("torch.", ""),
                 "requires_grad": bool(value.requires_grad),
             }
-            arrays[key] = io["numpy"](io["clone"](io["detach"](value)).cpu())
-        elif io["isinstance"](value, io["ndarray"]) and value.dtype != object:
+            arrays[key] = io["numpy"](io["clone"](io["detach"](value)))  # CPU only: numpy() raises otherwise
+        elif io["type"](value) is io["ndarray"] and value.dtype.kind in "biuf":
             kinds[key] = {"kind": "ndarray", "dtype": io["str"](value.dtype)}
             arrays[key] = value.copy()
         else:

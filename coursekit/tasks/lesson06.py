@@ -19,28 +19,36 @@ TRAIN_SURVIVES = (
     "(model.train() calls train() on every submodule)"
 )
 _RETURN_MODEL = "return the model"
+_FOLLOW_TRAIN = "freeze only the BatchNorm layers: the others (e.g. Dropout) must follow model.train()"
 
 
 # ------------------------------------------------------------------------------------ freeze_batchnorm
+# The verdict rests on data the grader recomputes, never on flags the kernel reports: the body runs
+# two training steps (model.train() or model.eval() then model.train(), a forward on a grader batch
+# with a grader seed for Dropout, loss = sum(y * dy), one SGD step) and returns the outputs and the
+# model's FULL state after each; the judge replays the same steps on its own copy of the model,
+# frozen properly (BN in eval mode, BN affine requires_grad False), and compares every tensor.
+_OUTPUTS = {"conv": 3, "conv_dropout": 3, "mixed": 2}
+_LR = 0.1
+
+
 def _freeze_cases(rng):
-    out = [
-        Case(
-            "flags after model.train(): Dropout trains, BN parameters frozen, the rest trainable",
-            {"kind": "conv_dropout", "dtype": _F32, "mode": "train", "flags": True},
-            M.random_state(rng, "conv_dropout", _F32),
-        )
-    ]
+    out = []
     for kind, label, shape, d, mode in (
+        ("conv_dropout", "Conv2d/BatchNorm2d/BatchNorm1d/Dropout net", (4, 2, 4, 4), _F32, "train"),
         ("conv", "Conv2d/BatchNorm2d/BatchNorm1d net", (4, 2, 4, 4), _F32, "train"),
         ("mixed", "BatchNorm3d/BatchNorm1d net", (2, 1, 3, 3, 3), _F64, "eval"),
         ("conv", "Conv2d/BatchNorm2d/BatchNorm1d net", (3, 2, 4, 4), _F64, "train"),
     ):
         arrays = M.random_state(rng, kind, d)
-        arrays.update(x0=rng.standard_normal(shape).astype(d), x1=rng.standard_normal(shape).astype(d))
+        for i in range(2):
+            arrays[f"x{i}"] = rng.standard_normal(shape).astype(d)
+            arrays[f"dy{i}"] = rng.standard_normal((shape[0], _OUTPUTS[kind])).astype(d)
+        seeds = [int(s) for s in rng.integers(0, 2**31, 2)]
         out.append(
             Case(
-                f"{label} frozen in {mode} mode, input {shape} {d}",
-                {"kind": kind, "dtype": d, "mode": mode, "flags": False},
+                f"{label} frozen in {mode} mode, then two SGD steps after model.train(), input {shape} {d}",
+                {"kind": kind, "dtype": d, "mode": mode, "seeds": seeds, "lr": _LR},
                 arrays,
             )
         )
@@ -50,37 +58,29 @@ def _freeze_cases(rng):
 _FREEZE_BODY = r"""
 def _coursekit_body(case, T, A, REC):
     import torch
-    from torch.nn.modules.batchnorm import _BatchNorm
     model = _coursekit_load(case["kind"], case["dtype"], T)
     model.train(case["mode"] == "train")
     with REC:
         ret = freeze_batchnorm(model)
     if not isinstance(ret, torch.nn.Module):
         return {}, {"returned": type(ret).__name__}
-    m = ret
-    bn = {n: type(mod).__name__ for n, mod in m.named_modules() if isinstance(mod, _BatchNorm)}
-    meta = {"bn": bn}
-    if case["flags"]:
-        with REC:
-            m.train()
-        meta["eval_non_bn"] = [[n or "model", type(mod).__name__] for n, mod in m.named_modules()
-                               if not isinstance(mod, _BatchNorm) and not mod.training]
-        meta["requires_grad"] = {n: bool(p.requires_grad) for n, p in m.named_parameters()}
-        return {}, meta
-    out = {}
+    m, out = ret, {}
     for i, toggles in enumerate((("train",), ("eval", "train"))):
         with REC:
             for t in toggles:
                 getattr(m, t)()
-            y = m(T[f"x{i}"])
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(case["seeds"][i])
+                y = m(T[f"x{i}"])
+            opt = torch.optim.SGD(m.parameters(), lr=case["lr"])
+            opt.zero_grad()
+            loss = (y * T[f"dy{i}"]).sum()
+            if loss.requires_grad:  # else nothing trains: the state shows it (the judge compares it)
+                loss.backward()
+            opt.step()
         out[f"y{i}"] = y
-        out.update({f"state{i}_" + k: v.clone() for k, v in m.state_dict().items() if "running" in k})
-        if isinstance(y, torch.Tensor) and y.requires_grad:
-            with REC:
-                y.sum().backward()
-        meta[f"bn_grad{i}"] = [n for n, mod in m.named_modules() if isinstance(mod, _BatchNorm) and mod.weight is not None
-                               and mod.weight.grad is not None and bool(mod.weight.grad.abs().sum() > 0)]
-    return out, meta
+        out.update({f"state{i}_" + k: v.clone() for k, v in m.state_dict().items()})
+    return out, {}
 """
 
 
@@ -88,91 +88,93 @@ def _layer_of(key: str) -> str:
     return key.rsplit(".", 1)[0]
 
 
-def _freeze_judge(params, inputs, out, meta):
+def _freeze_replay(params, inputs, frozen=True, dropout_eval=False):
+    """What a properly frozen model gives: outputs and full state after each of the two steps."""
     import torch
+    from torch.nn.modules.batchnorm import _BatchNorm
 
+    model = M.load(params["kind"], inputs, params["dtype"])
+    steps = []
+    for i in range(2):
+        model.train()
+        for mod in model.modules():
+            if frozen and isinstance(mod, _BatchNorm):
+                mod.eval()
+                for p in mod.parameters():
+                    p.requires_grad_(False)
+            if dropout_eval and isinstance(mod, torch.nn.Dropout):
+                mod.eval()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(params["seeds"][i])
+            y = model(D.t(inputs[f"x{i}"]).to(getattr(torch, params["dtype"])))
+        opt = torch.optim.SGD(model.parameters(), lr=params["lr"])
+        opt.zero_grad()
+        (y * D.t(inputs[f"dy{i}"]).to(y.dtype)).sum().backward()
+        opt.step()
+        steps.append((y.detach().numpy(), {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}))
+    return steps
+
+
+def _freeze_judge(params, inputs, out, meta):
     if meta.get("returned"):
         return Mismatch(f"freeze_batchnorm returned a {meta['returned']}, expected the model (an nn.Module)", hint=_RETURN_MODEL)
-    bn = meta["bn"]
-    if params["flags"]:
-        if meta["eval_non_bn"]:
-            name, typ = meta["eval_non_bn"][0]
-            return Mismatch(
-                f"layer {name} ({typ}) is in eval mode after model.train()",
-                hint="freeze only the BatchNorm layers: the others (e.g. Dropout) must follow model.train()",
-            )
-        rgs = meta["requires_grad"]
-        unfrozen = sorted({bn[_layer_of(n)] for n, rg in rgs.items() if _layer_of(n) in bn and rg})
-        frozen = sorted({bn[_layer_of(n)] for n, rg in rgs.items() if _layer_of(n) in bn and not rg} - set(unfrozen))
-        if unfrozen and frozen:
-            name = next(n for n, rg in rgs.items() if _layer_of(n) in bn and rg)
-            return Mismatch(
-                f"{name} of BatchNorm layer {_layer_of(name)} ({bn[_layer_of(name)]}) still requires grad",
-                hint=f"{', '.join(unfrozen)} layers were not frozen (only {', '.join(frozen)} were): "
-                "freeze every BatchNorm type, e.g. isinstance(m, nn.modules.batchnorm._BatchNorm)",
-            )
-        for name, rg in rgs.items():
-            if _layer_of(name) in bn and rg:
-                return Mismatch(
-                    f"{name} of BatchNorm layer {_layer_of(name)} ({bn[_layer_of(name)]}) still requires grad",
-                    hint="freeze the affine parameters too: requires_grad False for BN weight and bias",
-                )
-            if _layer_of(name) not in bn and not rg:
-                return Mismatch(
-                    f"parameter {name} no longer requires grad",
-                    hint="freeze only the BatchNorm layers' parameters; the rest keeps training",
-                )
-        return None
-    reference = M.load(params["kind"], inputs).eval()
+    from torch.nn.modules.batchnorm import _BatchNorm
+
+    bn = {n: type(mod).__name__ for n, mod in M.model(params["kind"]).named_modules() if isinstance(mod, _BatchNorm)}
     dt = params["dtype"]
+    steps = _freeze_replay(params, inputs)
+    dropout_eval = _freeze_replay(params, inputs, dropout_eval=True) if params["kind"] == "conv_dropout" else None
     for i, when in enumerate(("after model.train()", "after model.eval() then model.train()")):
-        for k, v in inputs.items():
-            if (
-                k.startswith("sd_")
-                and "running" in k
-                and f"state{i}_{k[3:]}" in out
-                and not np.array_equal(out[f"state{i}_{k[3:]}"], v)
-            ):
-                layer = _layer_of(k[3:])
-                unfrozen = sorted(
-                    {
-                        bn.get(_layer_of(kk[3:]), "?")
-                        for kk in inputs
-                        if kk.startswith("sd_")
-                        and "running" in kk
-                        and f"state{i}_{kk[3:]}" in out
-                        and not np.array_equal(out[f"state{i}_{kk[3:]}"], inputs[kk])
-                    }
-                )
-                frozen_types = sorted(set(bn.values()) - set(unfrozen))
-                if frozen_types:
-                    return Mismatch(
-                        f"{k[3:]} of layer {layer} ({bn.get(layer, '?')}) changed during a forward {when}",
-                        hint=f"{', '.join(unfrozen)} layers were not frozen (only {', '.join(frozen_types)} were): "
-                        "freeze every BatchNorm type, e.g. isinstance(m, nn.modules.batchnorm._BatchNorm)",
-                    )
+        want_y, want_state = steps[i]
+
+        def state(k, i=i):
+            return out[f"state{i}_{k}"]
+
+        stats = [k for k in want_state if k.endswith(("running_mean", "running_var"))]
+        changed = [k for k in stats if compare(k, state(k), want_state[k], dtype=False) is not None]
+        if changed:
+            layer = _layer_of(changed[0])
+            unfrozen = sorted({bn.get(_layer_of(k), "?") for k in changed})
+            frozen_types = sorted(set(bn.values()) - set(unfrozen))
+            message = f"{changed[0]} of layer {layer} ({bn.get(layer, '?')}) changed during a training step {when}"
+            if frozen_types:
                 return Mismatch(
-                    f"{k[3:]} of layer {layer} ({bn.get(layer, '?')}) changed during a forward {when}", hint=TRAIN_SURVIVES
+                    message,
+                    hint=f"{', '.join(unfrozen)} layers were not frozen (only {', '.join(frozen_types)} were): "
+                    "freeze every BatchNorm type, e.g. isinstance(m, nn.modules.batchnorm._BatchNorm)",
                 )
-        with torch.no_grad():
-            want = reference(D.t(inputs[f"x{i}"])).numpy()
+            return Mismatch(message, hint=TRAIN_SURVIVES)
+        variants = []
+        if dropout_eval is not None:
+            variants = [(_FOLLOW_TRAIN, dropout_eval[i][0])]
         m = compare(
             f"output {when}",
             out.get(f"y{i}"),
-            want,
+            want_y,
             meta,
             f"y{i}",
             dtype=dt,
+            variants=variants,
             hint="a frozen BatchNorm normalizes with its running statistics (eval behaviour), not the batch's",
         )
         if m:
             return m
-        if meta.get(f"bn_grad{i}"):
-            layer = meta[f"bn_grad{i}"][0]
-            return Mismatch(
-                f"the weight of BatchNorm layer {layer} ({bn.get(layer, '?')}) received a gradient",
-                hint="freeze the affine parameters too: requires_grad False for BN weight and bias",
-            )
+        for k, want in want_state.items():
+            got = state(k)
+            if compare(k, got, want, dtype=False) is None:
+                continue
+            layer = _layer_of(k)
+            if layer in bn and k.endswith(("weight", "bias")):
+                return Mismatch(
+                    f"{k} of BatchNorm layer {layer} ({bn[layer]}) changed in the SGD step {when}",
+                    hint="freeze the affine parameters too: requires_grad False for BN weight and bias",
+                )
+            if layer not in bn and np.array_equal(got, inputs["sd_" + k] if i == 0 else steps[0][1][k]):
+                return Mismatch(
+                    f"parameter {k} was not updated by the SGD step {when}",
+                    hint="freeze only the BatchNorm layers' parameters; the rest keeps training",
+                )
+            return compare(f"{k} after the SGD step {when}", got, want, meta=None, dtype=False) or Mismatch(f"{k} differs")
     return None
 
 
@@ -182,6 +184,11 @@ FREEZE_BATCHNORM = Task(
 
 
 # ------------------------------------------------------------------------------------ predict
+# No verdict rests on flags the kernel reports: predict is called twice on the same input (a mutated
+# input or a changed model changes the second output), and afterwards the body runs one more forward
+# in the model's CURRENT mode on a grader batch with a grader seed (Dropout) and returns its output
+# and the full state; the judge replays that forward on its own copy of the model in the ORIGINAL
+# mode, so flags not restored, or running statistics updated, show as data that does not match.
 def _predict_cases(rng):
     out = []
     for kind, shape, d, mode in (
@@ -192,18 +199,22 @@ def _predict_cases(rng):
         ("conv_dropout", (2, 2, 4, 4), _F64, "mixed"),
     ):
         label = "MLP with BatchNorm1d and Dropout" if kind == "mlp" else "CNN with BatchNorm2d/1d and Dropout"
+        arrays = {**M.random_state(rng, kind, d), "x": rng.standard_normal(shape).astype(d)}
+        arrays["x_next"] = rng.standard_normal((4, *shape[1:])).astype(d)
         out.append(
             Case(
                 f"{label}, input {shape} {d}, model in {mode} mode",
-                {"kind": kind, "dtype": d, "mode": mode, "raises": False},
-                {**M.random_state(rng, kind, d), "x": rng.standard_normal(shape).astype(d)},
+                {"kind": kind, "dtype": d, "mode": mode, "raises": False, "seed": int(rng.integers(0, 2**31))},
+                arrays,
             )
         )
+    arrays = {**M.random_state(rng, "mlp", _F32), "x": rng.standard_normal((4, 7)).astype(_F32)}
+    arrays["x_next"] = rng.standard_normal((4, 5)).astype(_F32)
     out.append(
         Case(
             "MLP in mixed mode, an input of the wrong size (the forward raises)",
-            {"kind": "mlp", "dtype": _F32, "mode": "mixed", "raises": True},
-            {**M.random_state(rng, "mlp", _F32), "x": rng.standard_normal((4, 7)).astype(_F32)},
+            {"kind": "mlp", "dtype": _F32, "mode": "mixed", "raises": True, "seed": int(rng.integers(0, 2**31))},
+            arrays,
         )
     )
     return out
@@ -211,58 +222,92 @@ def _predict_cases(rng):
 
 _PREDICT_BODY = r"""
 def _coursekit_body(case, T, A, REC):
+    import torch
     from torch.nn.modules.batchnorm import _BatchNorm
     model = _coursekit_load(case["kind"], case["dtype"], T)
     model.train(case["mode"] != "eval")
     if case["mode"] == "mixed":
         next(m for m in model.modules() if isinstance(m, _BatchNorm)).eval()
-    flags = [m.training for m in model.modules()]
-    names = [n or "model" for n, _ in model.named_modules()]
-    x = T["x"]
-    meta = {"flags_before": flags, "names": names}
+    x, out = T["x"], {}
     if case["raises"]:
         try:
             with REC:
                 predict(model, x)
         except Exception:  # expected: the shape error propagates (or is handled); the flags must be back
             pass
-        meta["flags_after"] = [m.training for m in model.modules()]
-        return {}, meta
-    with REC:
-        y = predict(model, x)
-    meta["flags_after"] = [m.training for m in model.modules()]
-    return {"y": y, "x_after": x, **{"sd_" + k: v for k, v in model.state_dict().items()}}, meta
+    else:
+        with REC:
+            out["y"] = predict(model, x)
+        out.update({"state_" + k: v.clone() for k, v in model.state_dict().items()})
+        with REC:
+            out["y_again"] = predict(model, x)
+    # the model's mode after predict, as data: one forward in whatever mode it is now
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(case["seed"])
+        out["y_next"] = model(T["x_next"])
+    out.update({"next_" + k: v.clone() for k, v in model.state_dict().items()})
+    return out, {}
 """
+
+
+def _predict_replay(params, inputs):
+    """The forward on ``x_next`` of an untouched model in the case's ORIGINAL mode: output and state."""
+    import torch
+    from torch.nn.modules.batchnorm import _BatchNorm
+
+    model = M.load(params["kind"], inputs, params["dtype"])
+    model.train(params["mode"] != "eval")
+    if params["mode"] == "mixed":
+        next(m for m in model.modules() if isinstance(m, _BatchNorm)).eval()
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(params["seed"])
+        y = model(D.t(inputs["x_next"]).to(getattr(torch, params["dtype"])))
+    return y.numpy(), {k: v.numpy().copy() for k, v in model.state_dict().items()}
 
 
 def _predict_judge(params, inputs, out, meta):
     import torch
 
-    from ._task import unchanged
+    restore = (
+        "restore the flags in a finally: block, so they come back even if the forward raises"
+        if params["raises"]
+        else "restore each submodule's OWN previous flag (a model can be partly in eval, e.g. a frozen BN), also if "
+        "the forward raises"
+    )
+    what = "after a forward that raised" if params["raises"] else "after predict"
 
-    def flags():
-        if meta["flags_after"] == meta["flags_before"]:
-            return None
-        names = [n for n, a, b in zip(meta["names"], meta["flags_before"], meta["flags_after"]) if a != b]
-        if params["raises"]:
-            return Mismatch(
-                "training flags not restored after a forward that raised",
-                hint="restore the flags in a finally: block, so they come back even if the forward raises",
-            )
-        return Mismatch(
-            f"training flags changed for {', '.join(names)}",
-            hint="restore each submodule's OWN previous flag (a model can be partly in eval, e.g. a frozen BN), also if "
-                 "the forward raises",
+    def mode_kept():
+        want_y, want_state = _predict_replay(params, inputs)
+        m = compare(
+            f"a training-step forward {what} (training flags not restored?)",
+            out.get("y_next"),
+            want_y,
+            meta,
+            "y_next",
+            dtype=params["dtype"],
+            hint=restore,
         )
+        if m:
+            return Mismatch(
+                f"training flags not restored {what}: {m.message}", hint=restore, max_error=m.max_error, where=m.where
+            )
+        for k, want in want_state.items():
+            if compare(k, out[f"next_{k}"], want, dtype=False):
+                return Mismatch(f"training flags not restored {what}: {k} differs after a forward", hint=restore)
+        return None
 
     if params["raises"]:
-        return flags()
+        return mode_kept()
     model = M.load(params["kind"], inputs).eval()
     with torch.no_grad():
         want = model(D.t(inputs["x"])).numpy()
-    changed = next((k for k in inputs if k.startswith("sd_") and "running" in k and not np.array_equal(out[k], inputs[k])), None)
+    changed = next(
+        (k for k in inputs if k.startswith("sd_") and "running" in k and not np.array_equal(out["state_" + k[3:]], inputs[k])),
+        None,
+    )
+    eval_hint = "predict must run the model in eval mode (running statistics, no dropout)"
     return first(
-        unchanged(inputs, out, [("x_after", "x")]),
+        lambda: compare("output", out.get("y"), want, meta, "y", dtype=params["dtype"], hint=eval_hint),
         lambda: (
             Mismatch(
                 "the BatchNorm running statistics changed",
@@ -271,15 +316,6 @@ def _predict_judge(params, inputs, out, meta):
             if changed
             else None
         ),
-        lambda: compare(
-            "output",
-            out.get("y"),
-            want,
-            meta,
-            "y",
-            dtype=params["dtype"],
-            hint="predict must run the model in eval mode (running statistics, no dropout)",
-        ),
         lambda: (
             Mismatch(
                 "the output requires grad", hint="run the forward without autograd (torch.no_grad() or torch.inference_mode())"
@@ -287,7 +323,16 @@ def _predict_judge(params, inputs, out, meta):
             if meta["_kinds"]["y"].get("requires_grad")
             else None
         ),
-        flags,
+        lambda: compare(
+            "output of a second call on the same input",
+            out.get("y_again"),
+            want,
+            meta,
+            "y_again",
+            dtype=params["dtype"],
+            hint="do not modify x (or the model) in place: the same call must give the same output",
+        ),
+        mode_kept,
     )
 
 
@@ -404,7 +449,7 @@ def _recal_judge(params, inputs, out, meta):
             return Mismatch(
                 f"parameter {k} changed",
                 hint="recalibrate only re-estimates statistics: run the forwards under torch.no_grad() and never step an "
-                     "optimizer",
+                "optimizer",
             )
     if meta["momenta"] != momenta:
         return Mismatch(
