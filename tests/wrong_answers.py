@@ -715,6 +715,47 @@ def _(model):
     _freeze(model)
 
 
+# Forgers: they do not do the task but make what the kernel would REPORT look right (the old judges
+# trusted flags measured in the kernel); the judges now recompute from data, so they fail like any
+# do-nothing answer.
+def _poke_callers(**values):
+    """Overwrite entries of any dict named ``meta`` in the callers' frames (the body's record)."""
+    import sys
+
+    f = sys._getframe(2)
+    while f is not None:
+        meta = f.f_locals.get("meta")
+        if isinstance(meta, dict):
+            meta.update(values)
+        f = f.f_back
+
+
+@_wrong("freeze_batchnorm", "does_nothing_forges_flags", None)
+def _(model):
+    # reports BN parameters as frozen (named_parameters lies) and keeps a snapshot as the "state"
+    snapshot = {k: v.clone() for k, v in model.state_dict().items()}
+    bn = tuple(n + "." for n, m in model.named_modules() if isinstance(m, _BN_TYPES))
+    real = model.named_parameters
+
+    def named_parameters(*args, **kwargs):
+        for n, p in real(*args, **kwargs):
+            yield n, (p.detach() if n.startswith(bn) else p)
+
+    model.named_parameters = named_parameters
+    model.state_dict = lambda *a, **k: {k2: v.clone() for k2, v in snapshot.items()}
+    return model
+
+
+@_wrong("predict", "leaves_eval_forges_flags", "restore each submodule's OWN previous flag")
+def _(model, x):
+    model.eval()  # never restored ...
+    with torch.no_grad():
+        y = model(x)
+    # ... but the recorded "flags before" are made to match the flags after
+    _poke_callers(flags_before=[m.training for m in model.modules()])
+    return y
+
+
 @_wrong("predict", "no_eval", "eval")
 def _(model, x):
     with torch.no_grad():
