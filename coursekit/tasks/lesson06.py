@@ -355,6 +355,7 @@ def _recal_cases(rng):
                 arrays[k] = arrays[k] * 5
         for i, n in enumerate(sizes):
             arrays[f"batch{i}"] = (rng.standard_normal((n, 2, 4, 4)) * 1.5 + 0.7).astype(d)
+        arrays["x_next"] = rng.standard_normal((4, 2, 4, 4)).astype(d)
         out.append(
             Case(
                 f"model in {mode} mode, {d}, {loader} of batch sizes {list(sizes)}",
@@ -381,9 +382,17 @@ def _coursekit_body(case, T, A, REC):
         ret = recalibrate(model, loader)
     if not isinstance(ret, torch.nn.Module):
         return {}, {"returned": type(ret).__name__}
-    bns = [m for m in ret.modules() if isinstance(m, _BatchNorm)]
-    meta = {"training": ret.training, "momenta": [m.momentum for m in bns], "n_bn": len(bns)}
-    return {"sd_" + k: v for k, v in ret.state_dict().items()}, meta
+    meta = {"n_bn": len([m for m in ret.modules() if isinstance(m, _BatchNorm)])}
+    out = {"sd_" + k: v.clone() for k, v in ret.state_dict().items()}
+    # the mode and momenta left behind, as data: a forward in the CURRENT mode, then one with every
+    # flag set by nn.Module.train itself (a training-mode forward's update shows each momentum)
+    with torch.no_grad():
+        out["y_next"] = ret(T["x_next"])
+        out.update({"next_" + k: v.clone() for k, v in ret.state_dict().items()})
+        torch.nn.Module.train(ret, True)
+        ret(T["x_next"])
+        out.update({"mom_" + k: v.clone() for k, v in ret.state_dict().items()})
+    return out, meta
 """
 
 
@@ -402,6 +411,7 @@ def _recal_judge(params, inputs, out, meta):
         xs = list(torch.cat(xs).split(len(xs[0])))
     momenta = [m.momentum for m in model.modules() if hasattr(m, "running_mean")]
     expected = copy.deepcopy(model)
+    # n_bn is only the kernel's word: it can fail an answer with a clear message, never pass one
     update_bn(xs, expected)
 
     def estimate(reset, momentum):
@@ -451,15 +461,25 @@ def _recal_judge(params, inputs, out, meta):
                 hint="recalibrate only re-estimates statistics: run the forwards under torch.no_grad() and never step an "
                 "optimizer",
             )
-    if meta["momenta"] != momenta:
-        return Mismatch(
-            f"BN momenta are {meta['momenta']}, expected {momenta}", hint="restore each BN layer's momentum after re-estimating"
-        )
-    if meta["training"] != (params["mode"] == "train"):
-        return Mismatch(
-            f"the model is in {'train' if meta['training'] else 'eval'} mode, it was in {params['mode']} mode",
-            hint="restore the model's previous mode at the end",
-        )
+    # the mode and momenta recalibrate left: replayed on the grader's own recalibrated copy
+    mode_hint, momentum_hint = (
+        "restore the model's previous mode at the end",
+        "restore each BN layer's momentum after re-estimating",
+    )
+    x_next = D.t(inputs["x_next"])
+    with torch.no_grad():
+        want_y = expected(x_next).numpy()
+        want_next = {k: v.numpy().copy() for k, v in expected.state_dict().items()}
+        torch.nn.Module.train(expected, True)
+        expected(x_next)
+        want_mom = {k: v.numpy().copy() for k, v in expected.state_dict().items()}
+    m = compare("a forward after recalibrate", out.get("y_next"), want_y, dtype=params["dtype"], hint=mode_hint)
+    if m:
+        return Mismatch(f"the model's mode was not restored: {m.message}", hint=mode_hint, max_error=m.max_error, where=m.where)
+    for prefix, want_state in (("next_", want_next), ("mom_", want_mom)):
+        for k, v in want_state.items():
+            if "running" in k and compare(k, out[prefix + k], v, dtype=params["dtype"]):
+                return Mismatch(f"{k} after a training-mode forward that follows recalibrate is off", hint=momentum_hint)
     return None
 
 
