@@ -136,7 +136,7 @@ def _fold_judge(params, inputs, out, meta):
         return Mismatch(
             f"the folded {cls} has dtype {meta['weight_dtype']} (bias {meta.get('bias_dtype')}), the input {params['dtype']}",
             hint="keep the original layer's dtype: build the new weight and bias from its tensors (no torch.tensor(..., "
-                 "dtype=...))",
+            "dtype=...))",
         )
     x = D.t(inputs["x"])
     with torch.no_grad():
@@ -182,7 +182,7 @@ def _fold_judge(params, inputs, out, meta):
         dtype=params["dtype"],
         variants=variants,
         hint="W' = W * gamma / sqrt(running_var + eps) per output channel; b' = (b - running_mean) * gamma / "
-             "sqrt(running_var + eps) + beta",
+        "sqrt(running_var + eps) + beta",
     )
 
 
@@ -378,6 +378,8 @@ def _coursekit_body(case, T, A, REC):
     with torch.no_grad():
         with REC:
             out["y"] = f(T["x"])
+    # the fold itself as data (the grader folds its own copy): counts of BN/Identity layers are only claims
+    out.update({"folded_" + k: v.clone() for k, v in f.state_dict().items()})
     return out, meta
 """
 
@@ -423,8 +425,33 @@ def _fm_judge(params, inputs, out, meta):
             "y",
             dtype=params["dtype"],
             hint="the folded model must compute what the original does in eval mode",
-        )
+        ),
+        lambda: _folded_state(model, out, params["dtype"]),
     )
+
+
+def _folded_state(model, out, dtype):
+    """The folded model's state against the grader's own fold of the same model (every tensor)."""
+    from coursekit.reference.fold import fold_model as reference_fold
+
+    want = {k: v.detach().numpy() for k, v in reference_fold(model).state_dict().items()}
+    got = {k[len("folded_") :]: v for k, v in out.items() if k.startswith("folded_")}
+    if sorted(got) != sorted(want):
+        extra, missing = sorted(set(got) - set(want)), sorted(set(want) - set(got))
+        return Mismatch(
+            f"the folded model's state has {extra or 'no'} extra and {missing or 'no'} missing entries",
+            hint="replace each folded layer by the folded one and its BN by nn.Identity (keep the container's indices)",
+        )
+    for k, w in want.items():
+        m = compare(f"folded {k}", got[k], w, dtype=dtype if w.dtype.kind == "f" else False)
+        if m:
+            return Mismatch(
+                m.message,
+                hint="W' = W * gamma / sqrt(running_var + eps); b' = (b - running_mean) * gamma / sqrt(running_var + eps) + beta",
+                max_error=m.max_error,
+                where=m.where,
+            )
+    return None
 
 
 FOLD_MODEL = Task(
