@@ -169,7 +169,7 @@ def _freeze_judge(params, inputs, out, meta):
                     f"{k} of BatchNorm layer {layer} ({bn[layer]}) changed in the SGD step {when}",
                     hint="freeze the affine parameters too: requires_grad False for BN weight and bias",
                 )
-            if layer not in bn and np.array_equal(got, inputs["sd_" + k] if i == 0 else steps[0][1][k]):
+            if layer not in bn and np.array_equal(got, inputs["sd_" + k] if i == 0 else out[f"state0_{k}"]):
                 return Mismatch(
                     f"parameter {k} was not updated by the SGD step {when}",
                     hint="freeze only the BatchNorm layers' parameters; the rest keeps training",
