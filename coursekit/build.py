@@ -23,7 +23,7 @@ A learner's work is never lost: a modified exercise is only replaced with ``--fo
 timestamped copy ``<stem>.backup-<UTC time>.ipynb`` is kept next to it. The output is deterministic
 (nbformat's JSON layout), so ``coursekit build --check`` compares bytes.
 
-Introduced for maintainers in the README's "Exercises and grading" section.
+Described for instructors in docs/instructors.md, "Building the exercises".
 """
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ The trust boundary is in the file names. Everything here runs in the grader's ow
   ``gradescope`` (results.json and the autograder bundle) and ``feedback`` (one file per learner);
 * ``cli``: the ``coursekit grade`` command.
 
-See the README's "Exercises and grading" section for the threat model.
+See docs/instructors.md, "Threat model".
 """
 from coursekit.grader.grade import grade_notebook, grade_paths
 from coursekit.grader.results import STATUSES, GradingError, NotebookResult, TaskResult

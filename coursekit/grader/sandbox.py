@@ -27,7 +27,7 @@ kernel exempts uid 0 in the initial user namespace), so a grader run as root rel
 time limit, the cell timeouts and the namespace kill for fork bombs. Disk use of the task
 directory is bounded per file (``RLIMIT_FSIZE``), not in total.
 
-Used by ``coursekit.grader.kernel``; see the README's "Threat model".
+Used by ``coursekit.grader.kernel``; see docs/instructors.md, "Threat model".
 """
 from __future__ import annotations
 
