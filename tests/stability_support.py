@@ -25,6 +25,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import nbformat
+from counter_support import judge, load_counters, runner_source, stdout_of
 from nbclient import NotebookClient
 from nbval.plugin import (
     coalesce_streams,
@@ -84,22 +85,41 @@ def cell_options(cell) -> dict:
     return options
 
 
-def execute(nb_path: Path, other_path: bool):
+def execute(nb_path: Path, other_path: bool, counters=()):
     """Execute a copy of the notebook in a fresh kernel, in its own directory, as nbval would.
 
     Cells nbval skips (NBVAL_SKIP) are blanked. Errors do not stop the run: they are reported by
-    :func:`compare` for cells not expected to raise.
+    :func:`compare` for cells not expected to raise. Each counter (``tests/counter_support.py``) runs
+    in a cell of its own right after the cell it names; those cells are taken out again, so the
+    returned notebook lines up with the stored one. Returns ``(notebook, [(counter, outputs)])``
+    when counters are given, else the notebook.
     """
     nb = nbformat.read(nb_path, as_version=4)
     for cell in nb.cells:
         if cell.cell_type == "code" and cell_options(cell)["skip"]:
             cell.source = ""
+    ids = {cell.get("id") for cell in nb.cells}
+    unknown = sorted({c.cell for c in counters} - ids)
+    if unknown:
+        raise ValueError(f"{nb_path.name}: counters name cells that do not exist: {unknown}")
+    cells, inserted = [], []
+    for cell in nb.cells:
+        cells.append(cell)
+        for counter in (c for c in counters if c.cell == cell.get("id")):
+            runner = nbformat.v4.new_code_cell(runner_source(counter, cell.source))
+            cells.append(runner)
+            inserted.append((counter, runner))
+    nb.cells = cells
     client = NotebookClient(
         nb, timeout=CELL_TIMEOUT, kernel_name="python3", allow_errors=True,
         resources={"metadata": {"path": str(nb_path.parent)}},
     )
     client.execute(env=environment(other_path))
-    return nb
+    runners = {id(runner) for _, runner in inserted}
+    nb.cells = [cell for cell in nb.cells if id(cell) not in runners]
+    if not counters:
+        return nb
+    return nb, [(counter, runner.outputs) for counter, runner in inserted]
 
 
 def _flatten(outputs, patterns: dict[str, str]) -> dict[str, list]:
@@ -173,14 +193,25 @@ def compare(stored_nb, executed_nb, name: str, patterns: dict[str, str]) -> list
 
 
 def check_notebook(nb_path: Path, other_path: bool = True) -> list[str]:
-    """Re-execute one notebook (by default on the other arithmetic path) and compare its checked
-    cells with the stored outputs. Returns the problems found (empty: stable)."""
+    """Re-execute one notebook (by default on the other arithmetic path), compare its checked cells
+    with the stored outputs and run its counter-settings. Returns the problems found (empty: stable,
+    and every counter flipped its verdicts)."""
     try:
         name = str(nb_path.relative_to(ROOT))
     except ValueError:
         name = nb_path.name
     stored = nbformat.read(nb_path, as_version=4)
-    return compare(stored, execute(nb_path, other_path), name, load_sanitize_patterns())
+    counters = load_counters(nb_path)
+    executed = execute(nb_path, other_path, counters)
+    problems = []
+    if counters:
+        executed, runs = executed
+        sources = {cell.get("id"): cell for cell in stored.cells}
+        for counter, outputs in runs:
+            stored_stdout = stdout_of(sources[counter.cell].outputs)
+            problems += [f"{name} counter for cell {counter.cell!r} ({counter.why}): {p}"
+                         for p in judge(counter, stored_stdout, outputs)]
+    return compare(stored, executed, name, load_sanitize_patterns()) + problems
 
 
 # Probe of the arithmetic path: md5 of each op's output bytes, in a fresh interpreter (the variables

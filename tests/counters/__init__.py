@@ -1,0 +1,1 @@
+"""Counter-settings of the checked verdicts, one module per notebook (see tests/counter_support.py)."""
