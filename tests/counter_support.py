@@ -71,7 +71,7 @@ def load_counters(nb_path: Path) -> list[Counter]:
     spec = importlib.util.spec_from_file_location(f"counters_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    counters = list(getattr(module, "COUNTERS"))
+    counters = list(module.COUNTERS)
     for c in counters:
         if not isinstance(c, Counter):
             raise ValueError(f"{path.name}: expected Counter objects in COUNTERS (got {type(c).__name__})")

@@ -55,8 +55,9 @@ def _fixture(tmp_path):
                                   "torch.manual_seed(0)", id="setup"),
         nbformat.v4.new_code_cell("# NBVAL_CHECK_OUTPUT\nprint('x is positive:', x > 0)\n"
                                   "print('x is odd:', x % 2 == 1)", id="claim"),
-        nbformat.v4.new_code_cell("# NBVAL_CHECK_OUTPUT\nprint('x still 3:', x == 3, '| rng untouched:', bool(torch.rand(()) == expected))",
-                                  id="after"),
+        nbformat.v4.new_code_cell(
+            "# NBVAL_CHECK_OUTPUT\nprint('x still 3:', x == 3, '| rng untouched:', bool(torch.rand(()) == expected))",
+            id="after"),
     ]
     path = tmp_path / "fixture.ipynb"
     nbformat.write(nb, path)
