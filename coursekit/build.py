@@ -177,6 +177,8 @@ def content_hash(nb) -> str:
 def build_notebook(solution, name: str = "<notebook>"):
     """Return the exercise notebook built from a solution notebook (the input is not modified).
 
+    The build is a list of steps, each a function with one job, applied in order to a copy.
+
     Args:
         solution: an nbformat v4 notebook with solution regions.
         name: how error messages refer to the notebook (e.g. its path). Default: ``"<notebook>"``.
@@ -186,49 +188,96 @@ def build_notebook(solution, name: str = "<notebook>"):
             answer or practice cell without a solution region, or a task cell listed in ``coursekit.tasks``
             missing from the notebook; the message names the notebook and the cell id.
     """
+    nb = copy.deepcopy(solution)
+    _require_task_cells(nb, name)
+    _replace_solutions(nb, name)
+    _clear_outputs(nb)
+    _lock_task_cells(nb)
+    _tag_raising_cells(nb, solution)
+    _record_build(nb, name)
+    return nb
+
+
+def _cell_id(cell, index: int) -> str:
+    return cell.get("id") or f"#{index}"
+
+
+def _require_task_cells(nb, name: str) -> None:
+    """Every answer and check cell that ``coursekit.tasks`` lists for the notebook's lesson exists."""
     from coursekit.tasks import exercise_for
 
-    nb = copy.deepcopy(solution)
     lesson = nb.metadata.get("coursekit", {}).get("lesson")
-    if lesson is not None:
-        try:
-            ex = exercise_for(str(lesson))
-        except ValueError as exc:
-            raise BuildError(f"{name}: metadata coursekit.lesson: {exc}") from None
-        ids = {c.get("id") for c in nb.cells}
-        missing = [cid for t in ex.tasks for cid in (t.answer_cell, t.check_cell) if cid not in ids]
-        if missing:
-            raise BuildError(f"{name}: expected cells with ids {', '.join(missing)} (lesson {lesson}); not found")
-    # In the untouched exercise, calling an unimplemented task raises NotImplementedError, and a
-    # name bound by a cell that raised may be undefined. Passing an unimplemented function to a
-    # check is fine: checks report a failure instead of raising.
-    unimplemented: set[str] = set()
-    undefined: set[str] = set()
+    if lesson is None:
+        return
+    try:
+        ex = exercise_for(str(lesson))
+    except ValueError as exc:
+        raise BuildError(f"{name}: metadata coursekit.lesson: {exc}") from None
+    ids = {c.get("id") for c in nb.cells}
+    missing = [cid for t in ex.tasks for cid in (t.answer_cell, t.check_cell) if cid not in ids]
+    if missing:
+        raise BuildError(f"{name}: expected cells with ids {', '.join(missing)} (lesson {lesson}); not found")
+
+
+def _replace_solutions(nb, name: str) -> None:
+    """Each solution region becomes the placeholder; answer and practice cells must hold one."""
     for index, cell in enumerate(nb.cells):
-        cid = cell.get("id") or f"#{index}"
+        cid = _cell_id(cell, index)
         where = f"{name}: cell {cid}"
         if cell.cell_type != "code":
             if BEGIN in _source(cell) or END in _source(cell):
                 raise BuildError(f"{where}: solution markers are only allowed in code cells")
             continue
-        solved = _source(cell)
-        src, regions = _strip_regions(solved, where)
+        cell.source, regions = _strip_regions(_source(cell), where)
         if regions == 0 and cid.startswith(("answer-", "practice-")):
             kind = "an answer" if cid.startswith("answer-") else "a practice"
             raise BuildError(f"{where}: {kind} cell needs a '{BEGIN}' ... '{END}' region")
-        cell.source = src
-        cell.outputs = []
-        cell.execution_count = None
-        cell.metadata.pop("execution", None)
+
+
+def _clear_outputs(nb) -> None:
+    """No outputs, execution counts or execution timings."""
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = []
+            cell.execution_count = None
+            cell.metadata.pop("execution", None)
+
+
+def _lock_task_cells(nb) -> None:
+    """Check cells can be neither edited nor deleted; answer cells cannot be deleted (the grader finds them by id)."""
+    for index, cell in enumerate(nb.cells):
+        cid = _cell_id(cell, index)
+        if cell.cell_type != "code":
+            continue
         if cid.startswith("check-"):
             cell.metadata["editable"] = False
             cell.metadata["deletable"] = False
         elif cid.startswith("answer-"):
             cell.metadata["deletable"] = False
+
+
+def _has_region(source: str) -> bool:
+    return any(line.strip() == BEGIN for line in source.split("\n"))
+
+
+def _tag_raising_cells(nb, solution) -> None:
+    """Tag ``raises-exception`` on every cell that raises when the untouched exercise runs top to bottom.
+
+    Calling an unimplemented task raises NotImplementedError, and a name bound by a cell that raised
+    may be undefined. Passing an unimplemented function to a check is fine: checks report a failure
+    instead of raising.
+    """
+    unimplemented: set[str] = set()
+    undefined: set[str] = set()
+    for cell, solved_cell in zip(nb.cells, solution.cells):
+        if cell.cell_type != "code":
+            continue
         try:
-            tree = ast.parse(src)
+            tree = ast.parse(_source(cell))
         except SyntaxError:  # IPython magics etc.: nothing to learn about names
             continue
+        solved = _source(solved_cell)
+        regions = _has_region(solved)
         top = _TopLevel()
         top.visit(tree)
         raises = top.raises_now or bool(top.calls & unimplemented) or bool(top.loads & undefined)
@@ -245,9 +294,12 @@ def build_notebook(solution, name: str = "<notebook>"):
             undefined -= top.binds
             if not regions:
                 unimplemented -= top.binds
+
+
+def _record_build(nb, name: str) -> None:
+    """``metadata.coursekit.build``: the source notebook and the hash a later build compares with."""
     nb.metadata.setdefault("coursekit", {})
     nb.metadata["coursekit"]["build"] = {"source": f"solutions/{Path(name).name}", "hash": content_hash(nb)}
-    return nb
 
 
 def build_source(solution_path: Path) -> str:
