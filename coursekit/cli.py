@@ -9,7 +9,7 @@ import argparse
 import importlib
 import sys
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
 
 _SUBCOMMANDS = {
     "doctor": ("coursekit.cli", "check the environment: versions, threads, Jupyter kernel"),
@@ -32,19 +32,34 @@ def run(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``coursekit`` parser; only ``command``'s module is imported, to add its options.
+
+    Args:
+        command: the subcommand whose options to add (its module is imported); ``None`` imports
+            none, which is enough for ``coursekit --help``. Default: ``None``.
+    """
     parser = argparse.ArgumentParser(prog="coursekit", description="Batch Normalization, hands-on: course tools.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    modules = {}
     for name, (modname, help_) in _SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_)
+        if name != command:
+            continue
         try:
             mod = importlib.import_module(modname)
         except ImportError as exc:  # a subcommand whose module is missing must not break the others
             p.set_defaults(_error=f"coursekit {name} is unavailable: {exc}")
             continue
         mod.add_arguments(p)
-        modules[name] = mod
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # The top-level parser has no options but --help, so a subcommand can only be the first word.
+    command = argv[0] if argv and argv[0] in _SUBCOMMANDS else None
+    parser = build_parser(command)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
@@ -52,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "_error", None):
         print(args._error, file=sys.stderr)
         return 2
-    return modules[args.command].run(args)
+    return args._run(args)
 
 
 if __name__ == "__main__":

@@ -48,3 +48,14 @@ def test_setup_notebook_seeds_and_sets_threads():
     assert torch.equal(a, torch.rand(3)) and torch.get_num_threads() == 1
     with pytest.raises(ValueError, match="positive int"):
         env.setup_notebook(threads=0)
+
+
+def test_only_the_subcommand_used_is_imported():
+    """`coursekit doctor` imports neither the builder nor the grader; `coursekit build --help` imports the builder only."""
+    probe = ("import contextlib, sys\nfrom coursekit import cli\n"
+             "with contextlib.suppress(SystemExit):\n    cli.main(sys.argv[1:])\n"
+             "print(sorted(m for m in sys.modules if m in ('coursekit.build', 'coursekit.grader')))")
+    done = subprocess.run([sys.executable, "-c", probe, "doctor"], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.splitlines()[-1] == "[]", done.stdout + done.stderr
+    done = subprocess.run([sys.executable, "-c", probe, "build", "--help"], capture_output=True, text=True)
+    assert done.stdout.splitlines()[-1] == "['coursekit.build']", done.stdout + done.stderr
