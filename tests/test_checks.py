@@ -1,9 +1,8 @@
 """Tests of coursekit.checks: each check passes the solutions, fails each known-wrong answer with
-the right hint, fails unfinished stubs cleanly, prints one line, renders HTML and answers fast."""
-from __future__ import annotations
+the right hint, fails unfinished stubs cleanly, prints one line and renders HTML.
 
-import statistics
-import time
+How fast a check answers is a timed claim, measured in benchmarks/ (section e), not asserted here."""
+from __future__ import annotations
 
 import nbformat
 import pytest
@@ -124,16 +123,6 @@ def test_library_functions_untouched_and_rng_untouched(solved):
 def test_results_are_deterministic():
     wrong = WRONG["batch_norm_train"]["eps_outside_sqrt"]
     assert str(checks.check_batch_norm_train(wrong)) == str(checks.check_batch_norm_train(wrong))
-
-
-@pytest.mark.parametrize("task", TASK_NAMES)
-def test_latency_under_a_second(task, solved):
-    times = []
-    for _ in range(3):
-        start = time.perf_counter()
-        CHECKS[task](solved[task])
-        times.append(time.perf_counter() - start)
-    assert statistics.median(times) < 1.0, f"{task}: median {statistics.median(times):.3f} s"
 
 
 @pytest.mark.parametrize("ex", EXERCISES, ids=[ex.stem for ex in EXERCISES])

@@ -83,7 +83,11 @@ def test_solutions_pass_both(task_name, solved, tmp_path):
 
 
 def test_every_task_is_defined_once_with_all_its_facts():
-    assert len(TASKS) == 16 and len(EXERCISES) == 6
+    """One exercise per solution notebook, one task per answer cell, each with every field set."""
+    notebooks = sorted(SOLUTIONS_DIR.glob("*.ipynb"))
+    answer_cells = [c.id for nb in notebooks for c in nbformat.read(nb, as_version=4).cells
+                    if c.get("id", "").startswith("answer-")]
+    assert len(EXERCISES) == len(notebooks) and len(TASKS) == len(answer_cells)
     for t in TASKS.values():
         assert t.signature and t.body and callable(t.cases) and callable(t.judge) and t.points >= 1
         assert "_coursekit_body" in t.body
@@ -93,6 +97,20 @@ def test_every_task_is_defined_once_with_all_its_facts():
         diff = [k for c, d in zip(visible, hidden) for k in c.arrays if not np.array_equal(c.arrays[k], d.arrays[k])]
         assert diff, t.name
 
+
+
+def test_a_task_name_defined_twice_is_refused():
+    """Registering two tasks with one name raises instead of one silently replacing the other."""
+    from dataclasses import replace
+
+    from coursekit.tasks import _collect
+
+    assert _collect(EXERCISES) == TASKS
+    with pytest.raises(ValueError, match="'channel_stats' in lesson 02 and again in lesson 02"):
+        _collect((EXERCISES[0], EXERCISES[0]))
+    elsewhere = replace(EXERCISES[1], tasks=EXERCISES[1].tasks + (replace(EXERCISES[0].tasks[0], lesson="03"),))
+    with pytest.raises(ValueError, match="'channel_stats' in lesson 02 and again in lesson 03"):
+        _collect((EXERCISES[0], elsewhere))
 
 def _catalogue_source(obj_name):
     import inspect

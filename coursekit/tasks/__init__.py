@@ -33,7 +33,23 @@ __all__ = ["Task", "Exercise", "Case", "Mismatch", "Verdict", "judge_case", "EXE
 
 EXERCISES: tuple[Exercise, ...] = tuple(m.EXERCISE for m in (lesson02, lesson03, lesson04, lesson05, lesson06, lesson07))
 
-TASKS: dict[str, Task] = {t.id: t for ex in EXERCISES for t in ex.tasks}
+
+
+def _collect(exercises: tuple[Exercise, ...]) -> dict[str, Task]:
+    """Every task by id; a name used twice is a ``ValueError`` (checks and ``task_named`` look tasks up by name)."""
+    tasks: dict[str, Task] = {}
+    lesson_of: dict[str, str] = {}
+    for ex in exercises:
+        for t in ex.tasks:
+            if t.name in lesson_of:
+                raise ValueError(f"expected each task name once (got {t.name!r} in lesson {lesson_of[t.name]} "
+                                 f"and again in lesson {t.lesson})")
+            lesson_of[t.name] = t.lesson
+            tasks[t.id] = t
+    return tasks
+
+
+TASKS: dict[str, Task] = _collect(EXERCISES)
 
 
 def exercise_for(lesson: str) -> Exercise:
