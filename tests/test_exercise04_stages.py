@@ -2,9 +2,12 @@
 
 The learner derives ``batch_norm_backward`` stage by stage (``practice-stage1`` .. ``practice-stage6``
 in ``solutions/04_bn_backward_exercises.ipynb``), each followed by a locked ``check-stageN`` cell that
-compares the stage's gradient with autograd's. A check that passes must be able to fail: here each
-stage is replaced by a plausible mistake, and its own check must print ✘ for the gradient the
-mistake changes while the earlier stages still print ✔.
+compares the stage's gradient with autograd's: every gradient the learner computes, including stage 2's
+partial ``dcentered_from_x_hat`` (compared with autograd's gradient at a copy of ``centered`` that feeds
+``x_hat`` only). A check that passes must be able to fail: here each stage is replaced by a plausible
+mistake, and its own check must print ✘ for the gradient the mistake changes while the earlier stages
+still print ✔. Pass and fail print the same verdict label (``<name> matches autograd: ✔/✘``), so the
+counter-settings of the stability run can match them.
 """
 import contextlib
 import io
@@ -35,7 +38,16 @@ WRONG = {
                                                              "dgamma = (dy * x_hat).sum(dim=0)")),
           "dx_hat without gamma": ("dx_hat", _replace("1", "dx_hat = dy * gamma.reshape(shape)", "dx_hat = dy"))},
     "2": {"x_hat instead of centered": ("dinv_std", _replace("2", "(dx_hat * centered)", "(dx_hat * x_hat)")),
-          "dy instead of dx_hat": ("dinv_std", _replace("2", "(dx_hat * centered)", "(dy * centered)"))},
+          "dy instead of dx_hat": ("dinv_std", _replace("2", "(dx_hat * centered)", "(dy * centered)")),
+          "x_hat part without inv_std": ("dcentered_from_x_hat",
+                                         _replace("2", "dcentered_from_x_hat = dx_hat * inv_std.reshape(shape)",
+                                                  "dcentered_from_x_hat = dx_hat")),
+          "x_hat part divided by inv_std": ("dcentered_from_x_hat", _replace("2", "dx_hat * inv_std.reshape", "dx_hat / inv_std.reshape")),
+          "x_hat part from dy": ("dcentered_from_x_hat", _replace("2", "dcentered_from_x_hat = dx_hat *",
+                                                                  "dcentered_from_x_hat = dy *")),
+          "x_hat part with var's term": ("dcentered_from_x_hat",
+                                         _replace("2", "dcentered_from_x_hat = dx_hat * inv_std.reshape(shape)",
+                                                  "dcentered_from_x_hat = dx_hat * inv_std.reshape(shape) - x_hat / m"))},
     "3": {"power 2 instead of 3": ("dvar", _replace("3", "inv_std ** 3", "inv_std ** 2")),
           "sign lost": ("dvar", _replace("3", "(-0.5)", "0.5")),
           "eps forgotten": ("dvar", "dvar = dinv_std * (-0.5) * var ** -1.5")},
@@ -69,13 +81,24 @@ def _run(sources: dict, upto: int) -> dict:
 
 
 def _line(text: str, name: str) -> str:
-    return next(line for line in text.splitlines() if f" {name}" in line or line.startswith(name))
+    return next(line for line in text.splitlines() if line.startswith(f"{name} matches autograd: "))
 
 
 def test_solution_passes_every_stage():
-    """The solution's six stages all print ✔ and no ✘."""
+    """The solution's six stages all print ✔ and no ✘, one verdict per gradient (stage 2 checks two)."""
     printed = _run(SOLVED, 6)
     assert all("✔" in text and "✘" not in text for text in printed.values()), printed
+    assert _line(printed["2"], "dcentered_from_x_hat").endswith("✔")
+
+
+def test_pass_and_fail_share_the_verdict_label():
+    """A failing stage prints the passing line's label with ✘, and what is wrong on the next line."""
+    name, source = WRONG["2"]["x_hat part without inv_std"]
+    passed, failed = _run(SOLVED, 2)["2"], _run({**SOLVED, "2": source}, 2)["2"]
+    assert _line(passed, name) == f"{name} matches autograd: ✔"
+    assert _line(failed, name) == f"{name} matches autograd: ✘"
+    detail = failed.splitlines()[failed.splitlines().index(_line(failed, name)) + 1]
+    assert "largest error" in detail and "✘" not in detail and "✔" not in detail
 
 
 @pytest.mark.parametrize("stage,mistake", [(k, m) for k, ms in WRONG.items() for m in ms])
@@ -83,5 +106,5 @@ def test_a_wrong_stage_fails_its_own_check(stage, mistake):
     """A stage with a classic mistake gets ✘ for the gradient it changes; earlier stages stay ✔."""
     name, source = WRONG[stage][mistake]
     printed = _run({**SOLVED, stage: source}, int(stage))
-    assert _line(printed[stage], name).startswith("✘"), printed[stage]
+    assert _line(printed[stage], name).endswith("✘"), printed[stage]
     assert all("✘" not in printed[k] for k in printed if k != stage), printed
