@@ -9,16 +9,19 @@ normalization statistics and its own batches, so the result is the same as train
 the other with ``fit_steps`` (``tests/test_experiments.py`` checks this), only several times faster.
 
 * ``digits_mlp``: Linear -> norm -> ReLU blocks for the flattened 8x8 digits (BatchNorm1d: m = N);
+* ``relu_before_norm``: a copy of a network with every norm -> ReLU pair swapped (conv -> ReLU -> BN);
 * ``batch_schedule``: the indices of every mini-batch of a run, from a seed;
 * ``fit_steps``: train one model for a fixed number of optimizer steps;
 * ``fit_parallel``: the same for several models of one architecture, in one stacked network;
 * ``batch_size_sweep`` / ``SweepResult``: test accuracy for every (norm, batch size, seed), with an
   equal number of steps or an equal number of training images per run;
+* ``small_batch_margins`` / ``small_batch_verdicts``: the small-batch rules of lesson 06 on a sweep;
 * ``bn_state`` / ``bn_changes``: snapshot BatchNorm running statistics and affine parameters and
   say which of them a piece of code changed (lesson 06, fine-tuning with frozen BN).
 """
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -29,8 +32,8 @@ from torch import nn
 from coursekit.lab.training import accuracy, small_cnn
 
 __all__ = [
-    "digits_mlp", "batch_schedule", "fit_steps", "fit_parallel", "SweepResult", "batch_size_sweep",
-    "bn_state", "bn_changes",
+    "digits_mlp", "relu_before_norm", "batch_schedule", "fit_steps", "fit_parallel", "SweepResult", "batch_size_sweep",
+    "small_batch_margins", "small_batch_verdicts", "bn_state", "bn_changes",
 ]
 
 _BN = nn.modules.batchnorm._BatchNorm
@@ -87,6 +90,35 @@ def digits_mlp(norm: str | None = "bn", hidden: int = 64, depth: int = 2, groups
         layers.append(nn.ReLU())
         width = hidden
     layers.append(nn.Linear(width, num_classes))
+    return nn.Sequential(*layers)
+
+
+def relu_before_norm(model: nn.Sequential) -> nn.Sequential:
+    r"""A deep copy of ``model`` with every norm -> ReLU pair swapped: conv -> ReLU -> norm.
+
+    Introduced in lesson 06 (placement). The copy has the same weights, so the two orders of one
+    seed start from the same point; ``fit_parallel`` trains either order of ``small_cnn``. Block
+    :math:`j` computes :math:`\mathrm{norm}(\mathrm{ReLU}(W_j h))` instead of
+    :math:`\mathrm{ReLU}(\mathrm{norm}(W_j h))`.
+
+    Args:
+        model: an ``nn.Sequential`` with at least one norm layer (BatchNorm, GroupNorm, LayerNorm)
+            directly followed by an ``nn.ReLU``, e.g. ``small_cnn("bn")`` or ``digits_mlp("bn")``.
+
+    Example::
+
+        >>> [type(m).__name__ for m in relu_before_norm(small_cnn("bn", channels=8))][:3]
+        ['Conv2d', 'ReLU', 'BatchNorm2d']
+    """
+    if not isinstance(model, nn.Sequential):
+        raise TypeError(f"expected an nn.Sequential (got {type(model).__name__})")
+    layers = list(copy.deepcopy(model).children())
+    norms = (_BN, nn.GroupNorm, nn.LayerNorm)
+    pairs = [i for i in range(len(layers) - 1) if isinstance(layers[i], norms) and isinstance(layers[i + 1], nn.ReLU)]
+    if not pairs:
+        raise ValueError("expected at least one norm layer directly followed by nn.ReLU (got none)")
+    for i in pairs:
+        layers[i], layers[i + 1] = layers[i + 1], layers[i]
     return nn.Sequential(*layers)
 
 
@@ -183,13 +215,18 @@ def fit_steps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size:
 # ---------------------------------------------------------------------------------------------
 
 def _layout(model: nn.Module) -> tuple[list[nn.Module], str]:
-    """The layers of a ``small_cnn`` and its norm kind, or a ValueError saying what differs."""
+    """The layers of a ``small_cnn`` (or its ``relu_before_norm`` copy) and its kind, or a ValueError.
+
+    The kind is ``"bn"``, ``"gn"`` or ``"none"``, with ``"-after-relu"`` appended for conv -> ReLU -> norm.
+    """
     layers = list(model.children()) if isinstance(model, nn.Sequential) else []
     kinds = [type(m) for m in layers]
     base = [nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.Conv2d, nn.ReLU, nn.AdaptiveAvgPool2d, nn.Flatten, nn.Linear]
     for norm, cls in (("bn", nn.BatchNorm2d), ("gn", nn.GroupNorm)):
         if kinds == base[:1] + [cls] + base[1:4] + [cls] + base[4:]:
             return layers, norm
+        if kinds == base[:2] + [cls] + base[2:5] + [cls] + base[5:]:
+            return layers, norm + "-after-relu"
     if kinds == base:
         return layers, "none"
     raise ValueError("expected models built by coursekit.lab.training.small_cnn "
@@ -256,16 +293,17 @@ class _Stacked(nn.Module):
                 list(m.children())[-1].weight.copy_(self.head_weight[s])
                 list(m.children())[-1].bias.copy_(self.head_bias[s])
 
+    def _norm_relu(self, h: torch.Tensor, j: int) -> torch.Tensor:
+        if self.kind == "none":
+            return F.relu(h)
+        if self.kind.endswith("-after-relu"):
+            return self.norms[j](F.relu(h))
+        return F.relu(self.norms[j](h))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, S, H, W) images, channel s for model s -> (B, S, classes) logits."""
-        h = self.convs[0](x)
-        if self.kind != "none":
-            h = self.norms[0](h)
-        h = F.max_pool2d(F.relu(h), 2)
-        h = self.convs[1](h)
-        if self.kind != "none":
-            h = self.norms[1](h)
-        h = F.relu(h).mean(dim=(2, 3)).view(len(x), self.s, -1)
+        h = F.max_pool2d(self._norm_relu(self.convs[0](x), 0), 2)
+        h = self._norm_relu(self.convs[1](h), 1).mean(dim=(2, 3)).view(len(x), self.s, -1)
         return torch.einsum("bsi,soi->bso", h, self.head_weight) + self.head_bias
 
 
@@ -579,6 +617,67 @@ def batch_size_sweep(data, *, arch: str = "cnn", norms: Sequence[str] = ("bn", "
                     kept[(norm, b)] = mine
     acc = {n: {b: acc[n][b] for b in batch_sizes} for n in norms}
     return SweepResult(tuple(norms), tuple(batch_sizes), tuple(seeds), budget, acc, kept)
+
+
+def small_batch_margins(sweep: SweepResult) -> dict[str, float]:
+    r"""The values lesson 06's small-batch verdicts compare with their thresholds.
+
+    With :math:`a_n(b)_s` the test accuracy of norm :math:`n` at batch size :math:`b` for seed
+    :math:`s`, and :math:`\tilde a_n(b)` its median over the seeds (``SweepResult.median``):
+
+    * ``"gap2"``: :math:`\min_s\, a_{GN}(2)_s - a_{BN}(2)_s`;
+    * ``"median_gap2"``: :math:`\tilde a_{GN}(2) - \tilde a_{BN}(2)`;
+    * ``"bn_drop"``, ``"gn_drop"``: :math:`\tilde a_n(4) - \tilde a_n(2)` for BN and GN;
+    * ``"level"``: :math:`\min_{b \ge 4}\, \tilde a_{BN}(b) - \tilde a_{GN}(b)` (BN ahead is positive).
+
+    Args:
+        sweep: a ``batch_size_sweep`` result with norms ``"bn"`` and ``"gn"`` and batch sizes
+            2, 4 and at least one larger.
+
+    Raises:
+        ValueError: a norm or batch size the rules need is missing from ``sweep``.
+    """
+    missing = [n for n in ("bn", "gn") if n not in sweep.norms] + [b for b in (2, 4) if b not in sweep.batch_sizes]
+    if missing:
+        raise ValueError(f"expected a sweep with norms 'bn', 'gn' and batch sizes 2, 4 (missing {missing})")
+    acc = sweep.accuracy
+    return {
+        "gap2": min(g - b for b, g in zip(acc["bn"][2], acc["gn"][2])),
+        "median_gap2": sweep.median("gn", 2) - sweep.median("bn", 2),
+        "bn_drop": sweep.median("bn", 4) - sweep.median("bn", 2),
+        "gn_drop": sweep.median("gn", 4) - sweep.median("gn", 2),
+        "level": min(sweep.median("bn", b) - sweep.median("gn", b) for b in sweep.batch_sizes if b >= 4),
+    }
+
+
+def small_batch_verdicts(sweep: SweepResult) -> dict[str, bool]:
+    """Lesson 06's small-batch verdicts: BN breaks down at batch 2, GN does not, and they are level from 4 up.
+
+    On the margins of :func:`small_batch_margins`:
+
+    * ``"gn_beats_bn_at_2"``: ``gap2 > 0.05`` and ``median_gap2 > 0.15``;
+    * ``"bn_falls_gn_holds"``: ``bn_drop > 0.15`` and ``gn_drop < 0.1``;
+    * ``"level_from_4"``: ``level > -0.03``.
+
+    The thresholds leave a margin over the worst value seen on seeds 0-9 on two arithmetic paths
+    (``tests/test_small_batch.py`` lists them). Introduced in lesson 06 (small batches).
+
+    Args:
+        sweep: as for :func:`small_batch_margins`.
+
+    Example::
+
+        >>> acc = {"bn": {2: [0.5], 4: [0.8], 8: [0.85]}, "gn": {2: [0.8], 4: [0.82], 8: [0.85]}}
+        >>> r = SweepResult(("bn", "gn"), (2, 4, 8), (0,), {2: 8, 4: 4, 8: 2}, acc)
+        >>> small_batch_verdicts(r)
+        {'gn_beats_bn_at_2': True, 'bn_falls_gn_holds': True, 'level_from_4': True}
+    """
+    m = small_batch_margins(sweep)
+    return {
+        "gn_beats_bn_at_2": m["gap2"] > 0.05 and m["median_gap2"] > 0.15,
+        "bn_falls_gn_holds": m["bn_drop"] > 0.15 and m["gn_drop"] < 0.1,
+        "level_from_4": m["level"] > -0.03,
+    }
 
 
 # ---------------------------------------------------------------------------------------------
