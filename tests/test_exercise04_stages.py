@@ -42,7 +42,8 @@ WRONG = {
           "x_hat part without inv_std": ("dcentered_from_x_hat",
                                          _replace("2", "dcentered_from_x_hat = dx_hat * inv_std.reshape(shape)",
                                                   "dcentered_from_x_hat = dx_hat")),
-          "x_hat part divided by inv_std": ("dcentered_from_x_hat", _replace("2", "dx_hat * inv_std.reshape", "dx_hat / inv_std.reshape")),
+          "x_hat part divided by inv_std": ("dcentered_from_x_hat",
+                                            _replace("2", "dx_hat * inv_std.reshape", "dx_hat / inv_std.reshape")),
           "x_hat part from dy": ("dcentered_from_x_hat", _replace("2", "dcentered_from_x_hat = dx_hat *",
                                                                   "dcentered_from_x_hat = dy *")),
           "x_hat part with var's term": ("dcentered_from_x_hat",
@@ -108,3 +109,23 @@ def test_a_wrong_stage_fails_its_own_check(stage, mistake):
     printed = _run({**SOLVED, stage: source}, int(stage))
     assert _line(printed[stage], name).endswith("✘"), printed[stage]
     assert all("✘" not in printed[k] for k in printed if k != stage), printed
+
+
+CLOSED_FORM = ("m * dx_hat", "sum(dx_hat * x_hat)", "x_hat * sum", "sum of dy * x_hat")
+
+
+def _hints_for_wrong_backwards() -> dict:
+    from wrong_answers import WRONG as WRONG_ANSWERS
+
+    from coursekit import checks
+
+    return {name: checks.check_batch_norm_backward(fn).hint for name, fn in WRONG_ANSWERS["batch_norm_backward"].items()}
+
+
+def test_graded_hints_never_give_the_closed_form():
+    """The graded check's hints nudge (three paths, the stage checks) or name one local derivative; none of
+    them, for any catalogued wrong answer (an arbitrary dx error included), spells out dx or dgamma."""
+    hints = _hints_for_wrong_backwards()
+    assert "three paths" in hints["dx_off_by_a_constant"], hints["dx_off_by_a_constant"]
+    leaks = {name: h for name, h in hints.items() if h and any(part in h for part in CLOSED_FORM)}
+    assert not leaks, leaks

@@ -54,7 +54,8 @@ def _dx_variants(x_hat, inv_std, gamma, dy):
             lambda: g * v(inv_std),
         ),
         (
-            "dx has the mean path but misses the variance path: also subtract x_hat * mean(gamma * dy * x_hat)",
+            "dx has the mean path but misses the variance path: var depends on x through centered (stages 3 and 4 "
+            "of Task 1A), and that path reaches every dx of the channel",
             lambda: v(inv_std) * (g - g.sum(axis=dims, keepdims=True) / m),
         ),
         ("gamma scales dx: dx_hat = gamma * dy", lambda: formula(dy, m)),
@@ -146,7 +147,8 @@ def _bwd_judge(params, inputs, out, meta):
             dtype=dt,
             shape_hint=sum_hint,
             variants=[(SWAPPED_HINT, lambda: dy.sum(axis=dims))],
-            hint="dgamma = sum of dy * x_hat over N and spatial dims",
+            hint="gamma multiplies x_hat at every position of its channel: what does one position send back "
+            "to gamma, and how do the positions of a channel add up? (stage 1 of Task 1A)",
         ),
         lambda: compare(
             "dbeta",
@@ -167,8 +169,8 @@ def _bwd_judge(params, inputs, out, meta):
             dtype=dt,
             shape_hint="dx has the shape of x",
             variants=_dx_variants(x_hat, inv_std, gamma, dy),
-            hint="dx = inv_std / m * (m * dx_hat - sum(dx_hat) - x_hat * sum(dx_hat * x_hat)), dx_hat = gamma * dy, sums "
-            "per channel",
+            hint="dx collects three paths from x to y: directly through x_hat, through the mean and through the "
+            "variance; run your stages of Task 1A with check_stage to see which one is off",
         ),
     )
 
