@@ -40,13 +40,39 @@ def test_sums_of_uneven_shards_give_full_batch_stats(sizes, c, spatial, seed):
 
 def test_averaging_shard_statistics_is_wrong_for_uneven_shards():
     # The check above can fail: averaging per-shard means/variances is not the batch's statistics.
-    a, b = torch.zeros(1, 1) + 5.0, torch.arange(4.0).reshape(4, 1)
+    a, b = torch.zeros(1, 1, dtype=torch.float64) + 5.0, torch.arange(4.0, dtype=torch.float64).reshape(4, 1)
     wrong_mean = (a.mean(0) + b.mean(0)) / 2
     mean, var = stats_from_sums(channel_sums(a) + channel_sums(b))
     assert torch.allclose(mean, full_stats(torch.cat([a, b]))[0])
     assert not torch.allclose(wrong_mean, mean)
     wrong_var = (a.var(0, unbiased=False) + b.var(0, unbiased=False)) / 2
     assert not torch.allclose(wrong_var, var)
+
+
+def _far_from_zero(offset: float = 1e4, n: int = 4096) -> torch.Tensor:
+    """float32 values with mean ``offset`` and std 1 (one channel): S2/n - mean^2 cancels in float32."""
+    g = torch.Generator().manual_seed(0)
+    return (offset + torch.randn(n, 1, generator=g, dtype=torch.float64)).float()
+
+
+def test_channel_sums_accumulate_in_float64_so_the_variance_survives_a_large_mean():
+    """Default float64 sums give the variance of float32 data with mean 1e4, std 1 to 1e-6; the
+    same sums accumulated in float32 (the dtype argument, or summing in the input's dtype) lose it."""
+    x32 = _far_from_zero()
+    truth = x32.double().var(0, unbiased=False)
+    sums = channel_sums(x32)
+    assert sums.dtype == torch.float64
+    good = stats_from_sums(sums)[1]
+    assert ((good - truth).abs() / truth).max() < 1e-6
+    bad = stats_from_sums(channel_sums(x32, dtype=torch.float32))[1]
+    assert bad.dtype == torch.float32 and ((bad.double() - truth).abs() / truth).max() > 0.5
+
+
+def test_channel_sums_dtype_is_validated():
+    with pytest.raises(ValueError, match=r"floating-point torch.dtype \(got torch.int64\)"):
+        channel_sums(torch.randn(4, 2), dtype=torch.int64)
+    with pytest.raises(ValueError, match="floating-point torch.dtype"):
+        channel_sums(torch.randn(4, 2), dtype="float64")
 
 
 @pytest.fixture
@@ -72,6 +98,21 @@ def test_sync_batch_norm_in_a_group_of_one_is_batch_norm(single_process_group):
     assert torch.allclose(gx, rx, atol=1e-12)
     mean, var, count = all_reduce_batch_stats(x.detach())
     assert count == 24 and torch.allclose(var, full_stats(x.detach())[1])
+
+
+def test_sync_batch_norm_keeps_float32_data_far_from_zero_accurate(single_process_group):
+    """float32 shards with mean 1e4, std 1: the all-reduced statistics come back in float32, and
+    the output matches float64 BN of the same values (float32 sums would normalize with a variance
+    that is wrong by more than 50%)."""
+    x32 = _far_from_zero().reshape(512, 1, 8)
+    mean, var, count = all_reduce_batch_stats(x32)
+    assert mean.dtype == var.dtype == torch.float32 and count == 4096
+    y = sync_batch_norm(x32)
+    assert y.dtype == torch.float32
+    ref = F.batch_norm(x32.double(), None, None, training=True)
+    assert (y.double() - ref).abs().max() < 1e-3
+    bad_var = stats_from_sums(channel_sums(x32, dtype=torch.float32))[1].double()
+    assert ((bad_var - var.double()).abs() / var.double()).max() > 0.5
 
 
 def test_all_reduce_needs_a_process_group():

@@ -8,8 +8,10 @@ batch, every process contributes three per-channel numbers and one all-reduce su
     S_1 = \sum x, \quad S_2 = \sum x^2, \quad n; \qquad
     \mu = \frac{S_1}{n}, \quad \sigma^2 = \frac{S_2}{n} - \mu^2
 
-(the sums run over the N and spatial dims of every process's shard; :math:`\sigma^2` is the
-biased variance BatchNorm normalizes with). This is what ``nn.SyncBatchNorm`` does on GPUs.
+(the sums run over the N and spatial dims of every process's shard and are accumulated in float64,
+because :math:`S_2/n - \mu^2` cancels in float32 when :math:`|\mu| \gg \sigma`; :math:`\sigma^2` is
+the biased variance BatchNorm normalizes with). ``nn.SyncBatchNorm`` reaches the same statistics on
+GPUs by combining per-process means, variances and counts.
 
 Everything a child process runs is defined in this module, so ``torch.multiprocessing.spawn``
 can import it by name: functions defined in a notebook cannot be pickled for a spawned process.
@@ -45,34 +47,47 @@ def _check_nc(x, name: str = "x") -> None:
         raise ValueError(f"expected 2D to 5D {name} (N, C, *) (got shape {tuple(x.shape)})")
 
 
-def channel_sums(x: torch.Tensor) -> torch.Tensor:
+def channel_sums(x: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     r"""Per-channel :math:`[\sum x, \sum x^2, n]` of an (N, C, \*) tensor, stacked as a (3, C) tensor.
 
     Introduced in lesson 08. Sums (not means) are what several processes can add up: the sums of
-    shards of a batch are the sums of the batch, whatever the shard sizes.
+    shards of a batch are the sums of the batch, whatever the shard sizes. They are accumulated in
+    ``dtype``, float64 by default: :math:`S_2/n - \mu^2` subtracts two nearly equal numbers when
+    :math:`|\mu| \gg \sigma`, and in float32 that loses the whole variance once
+    :math:`|\mu| / \sigma` reaches about :math:`10^{3.5}` (lesson 08 measures it).
+
+    Args:
+        x: (N, C, \*) floating-point tensor.
+        dtype: floating-point dtype to accumulate (and return) the sums in. Default: torch.float64.
+            ``torch.float32`` on float32 data reproduces the cancellation.
 
     Shape:
-        - Input: (N, C, \*). Output: (3, C) in the input's dtype.
+        - Input: (N, C, \*). Output: (3, C) in ``dtype``.
 
     Example::
 
         >>> channel_sums(torch.ones(4, 2, 3))
         tensor([[12., 12.],
                 [12., 12.],
-                [12., 12.]])
+                [12., 12.]], dtype=torch.float64)
     """
     _check_nc(x)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"expected dtype to be a floating-point torch.dtype (got {dtype!r})")
     dims = [0] + list(range(2, x.dim()))
     n = x.numel() // x.shape[1]
-    return torch.stack([x.sum(dims), (x * x).sum(dims), torch.full_like(x.sum(dims), n)])
+    xd = x.to(dtype)
+    s1 = xd.sum(dims)
+    return torch.stack([s1, (xd * xd).sum(dims), torch.full_like(s1, n)])
 
 
 def stats_from_sums(sums: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     r"""(mean, biased variance) per channel from the (3, C) sums of ``channel_sums``.
 
     Introduced in lesson 08. :math:`\mu = S_1 / n`, :math:`\sigma^2 = S_2 / n - \mu^2`, clamped at
-    0 (rounding can make it slightly negative for a near-constant channel). Compute the sums in
-    float64 when the values are large compared to their spread: :math:`S_2/n - \mu^2` cancels.
+    0 (rounding can make it slightly negative for a near-constant channel). Returns tensors in the
+    sums' dtype: float64 from ``channel_sums`` by default, because :math:`S_2/n - \mu^2` cancels in
+    float32 when the values are large compared to their spread.
     """
     if not isinstance(sums, torch.Tensor) or sums.dim() != 2 or sums.shape[0] != 3:
         got = tuple(sums.shape) if isinstance(sums, torch.Tensor) else type(sums).__name__
@@ -105,7 +120,7 @@ def all_reduce_batch_stats(x: torch.Tensor, group=None,
     r"""Mean and biased variance per channel of the batch formed by every process's ``x``.
 
     Introduced in lesson 08. Call it in every process of an initialized process group: one
-    all-reduce (sum) of the (3, C) ``channel_sums``. With ``differentiable=True`` the all-reduce is
+    all-reduce (sum) of the (3, C) float64 ``channel_sums``. With ``differentiable=True`` the all-reduce is
     an autograd function whose backward all-reduces the gradients too, so the gradient with
     respect to each process's ``x`` is that of full-batch BatchNorm.
 
@@ -115,7 +130,8 @@ def all_reduce_batch_stats(x: torch.Tensor, group=None,
         differentiable: keep autograd through the all-reduce. Default: False.
 
     Returns:
-        ``(mean, var, count)``: (C,) tensors and the total number of values per channel.
+        ``(mean, var, count)``: (C,) tensors in ``x``'s dtype (computed from float64 sums) and the
+        total number of values per channel.
     """
     if not dist.is_available() or not dist.is_initialized():
         raise RuntimeError("expected an initialized torch.distributed process group (got none); "
@@ -127,7 +143,7 @@ def all_reduce_batch_stats(x: torch.Tensor, group=None,
         sums = sums.detach().clone()
         dist.all_reduce(sums, group=group)
     mean, var = stats_from_sums(sums)
-    return mean, var, int(sums[2, 0].item())
+    return mean.to(x.dtype), var.to(x.dtype), int(sums[2, 0].item())
 
 
 def _view(t: torch.Tensor, dim: int) -> torch.Tensor:
