@@ -27,8 +27,8 @@ def _results(sections: dict) -> dict:
 
 
 def test_every_section_module_has_the_interface():
-    """Each section has its letter, a title, run/render and a docstring for --help; a..h all present."""
-    assert list(SECTIONS) == list("abcdefgh")
+    """Each section has its letter, a title, run/render and a docstring for --help; a..i all present."""
+    assert list(SECTIONS) == list("abcdefghi")
     for key, module in SECTIONS.items():
         assert module.KEY == key and module.TITLE.startswith(f"{key}. ")
         assert callable(module.run) and callable(module.render) and module.__doc__
@@ -48,7 +48,7 @@ def test_cli_rejects_an_unknown_section(capsys):
     parser = run.build_parser()
     with pytest.raises(SystemExit):
         run.selected_sections(parser.parse_args(["--only", "a,z"]), parser)
-    assert "expected sections among a, b, c, d, e, f, g, h (got z)" in capsys.readouterr().err
+    assert "expected sections among a, b, c, d, e, f, g, h, i (got z)" in capsys.readouterr().err
 
 
 def test_help_lists_every_section():
@@ -126,3 +126,56 @@ def test_mixed_batch_has_solved_untouched_and_wrong_submissions(tmp_path):
             assert changed == {f"answer-{WRONG_ANSWERS[s['lesson']][0]}"}
         else:
             assert changed == set(expected)  # untouched: no answer written in any cell
+
+
+def _run_peer_tests(cells: list[dict]) -> dict[str, str]:
+    """Execute a peer submission's code cells and each hidden test in one namespace: {task: outcome}."""
+    from benchmarks.peers import HIDDEN_TESTS
+
+    ns: dict = {}
+    for cell in cells:
+        if cell["cell_type"] == "code":
+            exec("".join(cell["source"]), ns)
+    outcome = {}
+    for name, code in HIDDEN_TESTS.items():
+        try:
+            exec(code, dict(ns))
+            outcome[name] = "pass"
+        except Exception as exc:  # what the peer graders would score 0
+            outcome[name] = type(exc).__name__
+    return outcome
+
+
+def test_peer_hidden_tests_can_fail():
+    """Section i's hidden tests (run by nbgrader and otter) pass the solution, fail the unbiased variance
+    (the wrong submission) and raise on the untouched notebook: the scores it checks are 2, 1 and 0."""
+    from benchmarks.peers import submission_cells
+
+    assert _run_peer_tests(submission_cells("solved")) == {"channel_stats": "pass", "batch_norm_train": "pass"}
+    assert _run_peer_tests(submission_cells("wrong")) == {"channel_stats": "AssertionError", "batch_norm_train": "pass"}
+    assert set(_run_peer_tests(submission_cells("untouched")).values()) == {"NotImplementedError"}
+
+
+def test_peer_submissions_keep_the_exercise_text_and_drop_checks():
+    """The peers grade the same notebook a learner gets: setup without coursekit, task text, answer cells."""
+    from benchmarks.peers import submission_cells
+
+    cells = submission_cells("untouched")
+    ids = [c.get("id", "") for c in cells]
+    assert ids[0] == "setup" and "coursekit" not in "".join(cells[0]["source"])
+    assert not any(i.startswith(("check-", "try-")) for i in ids)
+    answers = ["".join(c["source"]) for c in cells if c.get("id", "").startswith("answer-")]
+    assert len(answers) == 2 and all("raise NotImplementedError()" in a and "BEGIN SOLUTION" not in a for a in answers)
+
+
+def test_report_renders_peers():
+    common = {"status": "ok", "measured_at": "t", "loadavg": None, "quick": True}
+    names = ["coursekit --jobs 2", "coursekit --jobs 1", "nbgrader", "otter", "otter, two at a time"]
+    med = {n: 1.0 for n in names} | {f"{g} {k}": 2.0 for g in ("coursekit", "nbgrader", "otter")
+                                      for k in ("solved", "untouched")}
+    targets = SECTIONS["i"].TARGETS
+    i = {**common, "submissions": 10, "mix": {"solved": 4, "untouched": 3, "wrong": 3}, "repeats": 1,
+         "seconds_per_submission": med, "ratios": {k: 0.5 for k in targets}, "targets": targets,
+         "targets_met": {k: True for k in targets}, "all_scores_correct": True, "scores_correct": {}}
+    text = render_markdown(_results({"i": i}))
+    assert "| nbgrader 0.9.6 `autograde` | 1.0 | 2.0 | 2.0 |" in text and "single correct vs otter: 0.5" in text

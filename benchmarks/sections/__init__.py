@@ -8,13 +8,14 @@ Its docstring is its line in ``run.py --help``.
 """
 from __future__ import annotations
 
-from benchmarks.sections import batch, checks, folding, grader, notebooks, reference, sandbox, suite
+from benchmarks.sections import batch, checks, folding, grader, notebooks, peers, reference, sandbox, suite
 
 __all__ = ["SECTIONS", "default_keys"]
 
-SECTIONS = {m.KEY: m for m in (reference, folding, notebooks, grader, checks, suite, sandbox, batch)}
+SECTIONS = {m.KEY: m for m in (reference, folding, notebooks, grader, checks, suite, sandbox, batch, peers)}
 
 
 def default_keys(suite: bool = False) -> list[str]:
-    """The sections a run without ``--only`` measures (f, the whole test suite, only with ``--suite``)."""
+    """The sections a run without ``--only`` measures (f, the whole test suite, only with ``--suite``;
+    i, the peers, only with ``--only i``)."""
     return [k for k, m in SECTIONS.items() if getattr(m, "DEFAULT", True) or (suite and k == "f")]
