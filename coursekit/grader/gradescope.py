@@ -19,54 +19,50 @@ import sys
 import zipfile
 from pathlib import Path
 
-from coursekit.grader.reports import display_names, expected_max, feedback_text, format_points
-from coursekit.grader.results import NotebookResult
+from coursekit.grader.assignment import LearnerGrade
+from coursekit.grader.reports import feedback_text, format_points
 
 __all__ = ["gradescope_report", "write_bundle", "SETUP_SH", "RUN_AUTOGRADER", "add_arguments", "run"]
 
 
-def gradescope_report(results: list[NotebookResult], note: str = "") -> dict:
-    """Gradescope's results object for one submission (which may hold several notebooks).
+def gradescope_report(grade: LearnerGrade, note: str = "") -> dict:
+    """Gradescope's results object for one upload (one learner, any number of notebooks).
 
-    One test per task: ``score``/``max_score`` are the task's points, ``status`` is ``passed`` only
-    for a task that passed, ``output`` is coursekit's status and feedback (the failing case and the
-    hint). A notebook that could not be graded is one failed test worth its exercise's points.
-    Everything is ``visible``: the hidden inputs are drawn afresh for each run, so showing the
-    failing case gives nothing away. ``note`` (e.g. "no notebook found") leads the top-level output.
+    One test per task of the assignment: ``score``/``max_score`` are the task's points, ``status`` is
+    ``passed`` only for a task that passed, ``output`` is coursekit's status and feedback (the failing
+    case and the hint); a task of a notebook that was not uploaded is ``missing`` with 0 points, so the
+    tests' maximum is always the assignment's. Everything is ``visible``: the hidden inputs are drawn
+    afresh for each run, so showing the failing case gives nothing away. The top-level ``output`` gives
+    ``note`` (e.g. "no notebook found"), the score per exercise and the notebooks that did not count.
     """
     tests = []
-    names = display_names(results)
-    for r, name in zip(results, names):
-        if r.error:
-            tests.append({"name": f"{name}: not graded", "score": 0, "max_score": expected_max(r), "status": "failed",
-                          "output": f"not graded: {r.error}", "visibility": "visible"})
-        for t in r.tasks:
+    for e in grade.exercises:
+        for t in e.tasks:
             ok = t.status == "pass"
-            tests.append({"name": f"{t.id} ({name})", "score": t.points, "max_score": t.max_points,
-                          "status": "passed" if ok else "failed",
+            tests.append({"name": t.id, "score": t.points, "max_score": t.max_points, "status": "passed" if ok else "failed",
                           "output": "pass" if ok else f"{t.status}: {feedback_text(t)}", "visibility": "visible"})
-    score = sum(t["score"] for t in tests)
-    total = sum(t["max_score"] for t in tests)
     summary = [note] if note else []
-    for r, name in zip(results, names):
-        got = "not graded" if r.error else f"{format_points(r.score)}/{format_points(r.max_score)}"
-        summary.append(f"{name}: {got}")
-    summary.append(f"total: {format_points(score)}/{format_points(total)}")
-    return {"score": score, "output": "\n".join(summary), "visibility": "visible", "tests": tests}
+    for e in grade.exercises:
+        got = f"{format_points(e.score)}/{format_points(e.max_score)}"
+        summary.append(f"lesson {e.exercise.lesson} ({e.notebook or 'no notebook'}): {got}" + (f", {e.error}" if e.error else ""))
+    summary += [f"not counted: {n}: {why}" for n, why in grade.not_counted]
+    summary.append(f"total: {format_points(grade.score)}/{format_points(grade.max_score)} ({grade.assignment.describe()})")
+    return {"score": grade.score, "output": "\n".join(summary), "visibility": "visible", "tests": tests}
 
 
 SETUP_SH = r"""#!/usr/bin/env bash
-# Gradescope runs this once, as root, when it builds the autograder image (choose a base image
-# with Python >= 3.11, e.g. Ubuntu 24.04). Installs bubblewrap (the sandbox of every learner's
-# kernel) and the course's pinned environment in /autograder/venv.
+# Gradescope runs this once, as root, when it builds the autograder image (its default Ubuntu 22.04
+# with Python 3.10, or a newer one). Installs bubblewrap (the sandbox of every learner's kernel) and
+# the course's pinned environment in /autograder/venv (the constraints hold pins for each Python).
 set -euo pipefail
 cd "$(dirname "$0")"
 export DEBIAN_FRONTEND=noninteractive PIP_DISABLE_PIP_VERSION_CHECK=1
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends bubblewrap python3 python3-venv python3-pip
-python3 -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else
-    "coursekit pins need Python >= 3.11 (got %s): choose a newer base image" % sys.version.split()[0])'
+python3 -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else
+    "coursekit needs Python >= 3.10 (got %s): choose a newer base image" % sys.version.split()[0])'
 python3 -m venv /autograder/venv
+/autograder/venv/bin/pip install -q --upgrade pip  # Ubuntu 22.04 ships pip 22.0
 # the CPU build of torch first: from PyPI, torch==2.13.0 would pull several GB of CUDA packages
 /autograder/venv/bin/pip install -q --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
 /autograder/venv/bin/pip install -q -c requirements/constraints.txt .
@@ -173,5 +169,5 @@ def run(args: argparse.Namespace) -> int:
         return 1
     n = sum(1 for m in names if m.startswith("exercises/"))
     print(f"wrote {args.out}: setup.sh, run_autograder, coursekit and {n} trusted exercise notebooks. "
-          "Upload it as the assignment's autograder (base image with Python >= 3.11).")
+          "Upload it as the assignment's autograder (Gradescope's default Ubuntu 22.04 image or newer).")
     return 0

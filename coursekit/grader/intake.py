@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from pathlib import Path
+from typing import NamedTuple
 
 from coursekit.grader.bounded import OutputError, read_regular
 from coursekit.grader.results import GradingError
 
-__all__ = ["expand", "read_bytes", "read_all", "read_submission", "identify_exercise", "answer_sources",
+__all__ = ["expand", "read_bytes", "read_all", "read_submission", "identify", "Identity", "identify_exercise", "answer_sources",
            "instructor_notebook", "trusted_digest", "changed_files", "MAX_SUBMISSION_BYTES"]
 
 MAX_SUBMISSION_BYTES = 20 * 2**20  # an exercise notebook with outputs and figures is well under 5 MB
@@ -85,23 +87,94 @@ def identify_exercise(nb, path: Path):
     """The ``coursekit.tasks.Exercise`` of a submission: ``metadata.coursekit.lesson``, else the file name.
 
     The metadata wins over the file name, so a lesson-03 notebook renamed to lesson 02's file name
-    is graded as lesson 03 and cannot earn lesson 02's points.
+    is graded as lesson 03 and cannot earn lesson 02's points. ``identify`` holds the rule.
     """
-    from coursekit.tasks import EXERCISES, exercise_for
+    from coursekit.tasks import EXERCISES
 
     meta = nb.get("metadata", {}).get("coursekit", {})
     lesson = meta.get("lesson") if isinstance(meta, dict) else None
     if lesson is not None:
         try:
-            return exercise_for(str(lesson))
+            return identify(path, lesson=str(lesson)).exercise
         except ValueError as exc:
             raise GradingError(f"{path}: metadata coursekit.lesson: {exc}") from None
-    stem = path.stem
+    exercise = identify(path).exercise
+    if exercise is None:
+        raise GradingError(f"{path}: unknown notebook (expected metadata coursekit.lesson or a file name "
+                           f"like {EXERCISES[0].filename})")
+    return exercise
+
+
+class Identity(NamedTuple):
+    """Whose submission a file is and which exercise it holds (``identify``)."""
+
+    learner: str
+    exercise: object | None  # a ``coursekit.tasks.Exercise``, or None when neither metadata nor name tells
+    own_name: bool  # the file name is the exercise's own (``02_bn_forward_exercises.ipynb``, ``alice_02_...``)
+
+
+_SEP = "_-. "
+
+
+def _name_match(stem: str):
+    """(exercise, start, end) of the exercise a file stem names, or None: the exercise's stem at the start
+    or after a separator (``alice_02_bn_forward_exercises``, ``02_bn_forward_exercises (1)``), else a stem
+    starting with its lesson number (``02_mine``)."""
+    from coursekit.tasks import EXERCISES
+
     for ex in EXERCISES:
-        if stem == ex.stem or stem.startswith(ex.lesson + "_"):
-            return ex
-    raise GradingError(f"{path}: unknown notebook (expected metadata coursekit.lesson or a file name "
-                       f"like {EXERCISES[0].filename})")
+        for m in re.finditer(re.escape(ex.stem), stem):
+            if m.start() == 0 or stem[m.start() - 1] in _SEP:
+                return ex, m.start(), m.end()
+    for ex in EXERCISES:
+        if stem.startswith(ex.lesson + "_"):
+            return ex, 0, 0
+    return None
+
+
+def identify(path, roots=(), lesson: str | None = None) -> Identity:
+    """The one rule that maps a submitted file to a learner and an exercise; every report uses it.
+
+    Exercise: ``lesson`` (the notebook's ``metadata.coursekit.lesson``, which the grader reads) when
+    given, else the file name (``_name_match``): a name that names no exercise gives None.
+
+    Learner (first that applies):
+
+    1. a notebook in a sub-folder of a directory in ``roots`` belongs to that sub-folder:
+       ``submissions/alice/02_bn_forward_exercises.ipynb`` (and ``submissions/alice/any/x.ipynb``) -> ``alice``;
+    2. text before the exercise's name in the file name: ``alice_02_bn_forward_exercises.ipynb`` -> ``alice``
+       (also with ``-``, ``.`` or a space as separator);
+    3. a file name that names no exercise: its stem, ``alice.ipynb`` -> ``alice``;
+    4. otherwise the folder the file is in: ``alice/02_bn_forward_exercises (1).ipynb`` -> ``alice``.
+
+    ``own_name``: what follows the learner's prefix is exactly the exercise's stem (the duplicate rule of
+    ``coursekit.grader.assignment`` keeps the notebook with the exercise's own name).
+
+    Raises:
+        ValueError: ``lesson`` is not a lesson with an exercise.
+    """
+    from coursekit.tasks import exercise_for
+
+    path = Path(path)
+    stem = path.stem
+    match = _name_match(stem)
+    exercise = exercise_for(lesson) if lesson is not None else (match[0] if match else None)
+    named = match if match and match[0] is exercise else None
+    own = bool(named and named[2] == len(stem) and named[2] > named[1])
+    learner = None
+    for root in map(Path, roots):
+        try:
+            rel = path.relative_to(root)
+        except ValueError:
+            continue
+        if len(rel.parts) > 1:
+            learner = rel.parts[0]
+            break
+    if learner is None and match and stem[:match[1]].rstrip(_SEP):
+        learner = stem[:match[1]].rstrip(_SEP)
+    if learner is None:
+        learner = stem if match is None else (path.parent.name or stem)
+    return Identity(learner, exercise, own)
 
 
 def answer_sources(nb) -> dict[str, str]:

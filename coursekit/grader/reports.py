@@ -1,6 +1,7 @@
 """Reports for instructors: the plain-text table, JSON, GitHub Classroom's result form, the gradebook CSV.
 
-Grader side (trusted). Reads ``NotebookResult`` objects only. Gradescope's format lives in
+Grader side (trusted). Reads each learner's grade on the assignment (``coursekit.grader.assignment``):
+every due task appears, a missing one with 0 of its points. Gradescope's format lives in
 ``coursekit.grader.gradescope``, the per-learner feedback files in ``coursekit.grader.feedback``.
 
 Points come from the task definitions (``coursekit.tasks.Task.points``, default 1). A task earns
@@ -17,10 +18,11 @@ import json
 import re
 from pathlib import Path
 
+from coursekit.grader.assignment import LearnerGrade
 from coursekit.grader.results import NotebookResult, TaskResult
 
-__all__ = ["format_table", "format_points", "classroom_report", "classroom_base64", "display_names", "learner_id",
-           "gradebook_rows", "write_gradebook", "hint_of", "feedback_text", "expected_max", "emit"]
+__all__ = ["format_table", "format_points", "grades_json", "classroom_report", "classroom_base64",
+           "gradebook_rows", "write_gradebook", "hint_of", "feedback_text", "emit"]
 
 
 def format_points(x) -> str:
@@ -28,28 +30,32 @@ def format_points(x) -> str:
     return f"{x:g}" if isinstance(x, float) else str(x)
 
 
-def format_table(results: list[NotebookResult]) -> str:
-    """A plain-text table: one block per notebook, one row per task (points earned/possible, status, feedback)."""
+def format_table(grades: list[LearnerGrade]) -> str:
+    """A plain-text table: per learner the score on the assignment, then per due exercise the counted
+    notebook and one row per task (points earned/possible, status, feedback), then what did not count."""
     lines = []
-    for r in results:
-        if r.error:
-            lines.append(f"{r.notebook}: NOT GRADED: {r.error}")
-            continue
-        lines.append(f"{r.notebook} (lesson {r.lesson}): {format_points(r.score)}/{format_points(r.max_score)}")
-        width = max((len(t.id) for t in r.tasks), default=0)
-        for t in r.tasks:
-            points = f"{format_points(t.points)}/{format_points(t.max_points)}"
-            lines.append(f"  {t.id:<{width}}  {points}  {t.status:<7}  {t.message}".rstrip())
-    total = f"{format_points(sum(r.score for r in results))}/{format_points(sum(r.max_score for r in results))}"
-    lines.append(f"total: {total} over {len(results)} notebook(s)")
+    for g in grades:
+        lines.append(f"{g.learner}: {format_points(g.score)}/{format_points(g.max_score)} ({g.assignment.describe()})")
+        for e in g.exercises:
+            where = e.notebook or "no notebook"
+            lines.append(f"  lesson {e.exercise.lesson}, {where}: {format_points(e.score)}/{format_points(e.max_score)}"
+                         + (f"  NOT GRADED: {e.error}" if e.error else ""))
+            width = max((len(t.id) for t in e.tasks), default=0)
+            for t in e.tasks:
+                points = f"{format_points(t.points)}/{format_points(t.max_points)}"
+                lines.append(f"    {t.id:<{width}}  {points}  {t.status:<7}  {t.message}".rstrip())
+        for notebook, why in g.not_counted:
+            lines.append(f"  not counted: {notebook}: {why}")
+    lines.append(f"{len(grades)} learner(s), each out of {format_points(grades[0].max_score) if grades else 0} points")
     return "\n".join(lines)
 
 
-def display_names(results: list[NotebookResult]) -> list[str]:
-    """How reports name each submission: its file name, or ``folder/file name`` when several
-    submissions in the run share a file name (``alice/02_....ipynb``, ``bob/02_....ipynb``)."""
-    names = [Path(r.notebook).name for r in results]
-    return [f"{Path(r.notebook).parent.name}/{n}" if names.count(n) > 1 else n for r, n in zip(results, names)]
+def grades_json(grades: list[LearnerGrade], results: list[NotebookResult]) -> dict:
+    """``--json``: the assignment, each learner's grade on it, and every notebook's own result."""
+    assignment = grades[0].assignment if grades else None
+    return {"assignment": assignment.lessons if assignment else [],
+            "max_score": assignment.max_points if assignment else 0,
+            "learners": [g.to_json() for g in grades], "notebooks": [r.to_json() for r in results]}
 
 
 _HINT_SEP = re.compile(r"(?:;| —) hint: ")
@@ -72,85 +78,39 @@ def feedback_text(task: TaskResult) -> str:
     return text or "no feedback"
 
 
-def expected_max(result: NotebookResult):
-    """The points a submission was worth: its ``max_score``, or for one that could not be graded, the
-    points of the exercise its file name names (0 when the name names none)."""
-    if not result.error or result.max_score:
-        return result.max_score
-    from coursekit.tasks import EXERCISES
-
-    stem = Path(result.notebook).stem
-    for ex in EXERCISES:
-        if ex.stem in stem or stem.startswith(ex.lesson + "_"):
-            return sum(t.points for t in ex.tasks)
-    return 0
-
-
-def classroom_report(results: list[NotebookResult], note: str = "") -> dict:
-    """GitHub Classroom's result object, as ``autograding-grading-reporter`` parses it.
+def classroom_report(grade: LearnerGrade) -> dict:
+    """GitHub Classroom's result object for one learner's repository, as ``autograding-grading-reporter`` reads it.
 
     ``{"version": 1, "status": "pass"|"fail", "max_score", "tests": [{"name", "status", "score",
-    "max_score", "message", "line_no"}]}``, one test per task. The reporter prints a test's ``message``
-    only when its status is ``error``, so every task that did not pass is reported as ``error`` and its
-    message starts with coursekit's own status (``fail``, ``error``, ``timeout``, ``missing``) followed
-    by the feedback and hint: that is how a learner sees the hint of a failed task. ``line_no`` is the
-    line of the learner's answer cell an exception came from when the grader knows it, else 0.
-    A notebook that could not be graded is one ``error`` test worth the exercise's points.
-    ``note`` (e.g. "no notebook found") becomes an ``error`` test of its own.
-    The reporter reads the object base64-encoded (``classroom_base64``).
+    "max_score", "message", "line_no"}]}``, one test per task of the assignment. The reporter prints a
+    ``pass`` as ``✅ <name>`` and any other test only as ``Error: <message>``; so a task that passed is
+    ``pass`` named ``<task id> (<points>/<max>)``, and every other task is ``error`` with a message that
+    starts with ``❌ <task id> (0/<max>) <status>:`` then the feedback and hint: each printed line names
+    its task and verdict. ``line_no`` is 0 (no line): the grader knows no line of the learner's cell.
+    Classroom records the sum of the tests' scores over ``max_score``, the assignment's total (a missing
+    notebook's tasks are in ``tests`` with 0 points), so a missing or empty ``exercises/`` records 0 of
+    it. A notebook that did not count is an ``error`` test worth 0. The reporter reads the object
+    base64-encoded (``classroom_base64``).
     """
-    tests = [{"name": "submission", "status": "error", "score": 0, "max_score": 0, "message": note, "line_no": 0}] if note else []
-    for r, name in zip(results, display_names(results)):
-        if r.error:
-            tests.append({"name": f"{name} (not graded)", "status": "error", "score": 0, "max_score": expected_max(r),
-                          "message": f"not graded: {r.error}", "line_no": 0})
-        for t in r.tasks:
-            ok = t.status == "pass"
-            tests.append({"name": f"{t.id} ({name})", "status": "pass" if ok else "error", "score": t.points,
-                          "max_score": t.max_points,
-                          "message": "pass" if ok else f"{t.status}: {feedback_text(t)}",
-                          "line_no": int(getattr(t, "line", None) or 0)})
-    max_score = sum(expected_max(r) for r in results)
-    ok = bool(results) and all(not r.error and r.score == r.max_score for r in results)
-    return {"version": 1, "status": "pass" if ok else "fail", "max_score": max_score, "tests": tests}
+    tests = []
+    for e in grade.exercises:
+        for t in e.tasks:
+            head = f"{t.id} ({format_points(t.points)}/{format_points(t.max_points)})"
+            if t.status == "pass":
+                tests.append({"name": head, "status": "pass", "score": t.points, "max_score": t.max_points,
+                              "message": "pass", "line_no": 0})
+            else:
+                tests.append({"name": head, "status": "error", "score": t.points, "max_score": t.max_points,
+                              "message": f"❌ {head} {t.status}: {feedback_text(t)}", "line_no": 0})
+    for notebook, why in grade.not_counted:
+        tests.append({"name": f"not counted: {notebook}", "status": "error", "score": 0, "max_score": 0,
+                      "message": f"❌ not counted: {notebook}: {why}", "line_no": 0})
+    return {"version": 1, "status": "pass" if grade.complete else "fail", "max_score": grade.max_score, "tests": tests}
 
 
 def classroom_base64(report: dict) -> str:
     """The value the reporter expects in ``<RUNNER_ID>_RESULTS``: base64 of the JSON text (one line)."""
     return base64.b64encode(json.dumps(report).encode("utf-8")).decode("ascii")
-
-
-_EXERCISE_NAME = re.compile(r"(?:^|[_\-. ])(0[2-9])_[A-Za-z0-9_]*$")
-
-
-def learner_id(notebook: str | Path, roots=()) -> str:
-    """The learner a submission belongs to, from its folder or file name.
-
-    Rule (first that applies):
-
-    1. a notebook in a sub-folder of a directory given on the command line belongs to that
-       sub-folder: ``submissions/alice/02_bn_forward_exercises.ipynb`` (and
-       ``submissions/alice/any/depth/x.ipynb``) -> ``alice``;
-    2. a file name with text before the exercise's name: that text, ``alice_02_bn_forward_exercises.ipynb``
-       -> ``alice`` (also with ``-``, ``.`` or a space as separator);
-    3. a file name that is not an exercise name: its stem, ``alice.ipynb`` -> ``alice``;
-    4. a file named exactly like the exercise: the folder it is in, ``alice/02_bn_forward_exercises.ipynb`` -> ``alice``.
-    """
-    path = Path(notebook)
-    for root in map(Path, roots):
-        try:
-            rel = path.relative_to(root)
-        except ValueError:
-            continue
-        if len(rel.parts) > 1:
-            return rel.parts[0]
-    stem = path.stem
-    m = _EXERCISE_NAME.search(stem)
-    if m is None:
-        return stem
-    if m.start() > 0:
-        return stem[:m.start()]
-    return path.parent.name or stem
 
 
 def _cell(value) -> str:
@@ -159,42 +119,37 @@ def _cell(value) -> str:
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
-def gradebook_rows(results: list[NotebookResult], roots=()) -> list[dict]:
-    """One dict per submission: ``learner``, ``notebook``, ``lesson``, one key per task id (points
-    earned, empty if the task is not in that notebook's lesson or it was not graded), ``total``,
-    ``max`` and ``error`` (empty when graded)."""
+def gradebook_rows(grades: list[LearnerGrade]) -> list[dict]:
+    """One dict per learner: ``learner``, one key per task id of the assignment (points earned; 0 when
+    missing or not graded), ``total``, ``max`` (the assignment's), ``notebooks`` (the counted files) and
+    ``error`` (what was not graded or did not count; empty when nothing)."""
     rows = []
-    for r in results:
-        row = {"learner": learner_id(r.notebook, roots), "notebook": Path(r.notebook).name, "lesson": r.lesson or ""}
-        row.update({t.id: t.points for t in r.tasks})
-        row.update({"total": r.score, "max": expected_max(r), "error": r.error or ""})
+    for g in grades:
+        row = {"learner": g.learner}
+        row.update({t.id: t.points for e in g.exercises for t in e.tasks})
+        problems = [f"lesson {e.exercise.lesson}: {e.error}" for e in g.exercises if e.error]
+        problems += [f"not counted: {n}: {why}" for n, why in g.not_counted]
+        row.update({"total": g.score, "max": g.max_score,
+                    "notebooks": "; ".join(e.notebook for e in g.exercises if e.notebook), "error": "; ".join(problems)})
         rows.append(row)
     return rows
 
 
-def write_gradebook(results: list[NotebookResult], dest, roots=()) -> None:
-    """The gradebook CSV (UTF-8, comma-separated, one header row, one row per submission).
+def write_gradebook(grades: list[LearnerGrade], dest) -> None:
+    """The gradebook CSV (UTF-8, comma-separated, one header row, one row per learner).
 
-    Columns: ``learner, notebook, lesson``, then one column per task of the lessons present, named
-    ``<task id> (max <points>)`` in the course's order, then ``total, max, error``. A submission that
-    could not be graded has empty task cells, ``total`` 0 and the reason in ``error``.
+    Columns: ``learner``, then one column per task of the assignment, named ``<task id> (max <points>)``
+    in the course's order, then ``total, max, notebooks, error``. A task whose notebook is missing or
+    could not be graded has 0; ``error`` says why.
     """
-    from coursekit.tasks import EXERCISES
-
-    lessons = {r.lesson for r in results if r.lesson}
-    tasks = [t for ex in EXERCISES if ex.lesson in lessons for t in ex.tasks]
-    seen = {t.id for r in results for t in r.tasks}
-    tasks = [t for t in tasks if t.id in seen]
-    max_of = {t.id: t.max_points for r in results for t in r.tasks}
-    header = ["learner", "notebook", "lesson", *(f"{t.id} (max {format_points(max_of[t.id])})" for t in tasks),
-              "total", "max", "error"]
+    tasks = grades[0].assignment.tasks if grades else []
+    header = ["learner", *(f"{t.id} (max {format_points(t.points)})" for t in tasks), "total", "max", "notebooks", "error"]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(header)
-    for row in gradebook_rows(results, roots):
-        w.writerow([_cell(row["learner"]), _cell(row["notebook"]), row["lesson"],
-                    *(format_points(row[t.id]) if t.id in row else "" for t in tasks),
-                    format_points(row["total"]), format_points(row["max"]), _cell(row["error"])])
+    for row in gradebook_rows(grades):
+        w.writerow([_cell(row["learner"]), *(format_points(row[t.id]) for t in tasks),
+                    format_points(row["total"]), format_points(row["max"]), _cell(row["notebooks"]), _cell(row["error"])])
     if str(dest) == "-":
         print(buf.getvalue(), end="")
     else:
