@@ -52,6 +52,14 @@ _TRUSTED_CELL_TIMEOUT = 120.0  # seconds for the instructor's setup cells (impor
 _MAX_OUTPUT_BYTES = 64 * 2**20  # a probe writing more than this is treated as an error, not loaded
 
 
+def _lock_cell(tasks) -> str:
+    """The cell that arms ``coursekit.grader.guard.lock`` with the union of what the tasks forbid."""
+    ops = {op: what for t in tasks for op, what in t.forbidden_ops.items()}
+    targets = sorted({w for t in tasks for w in t.watch})
+    return (f"import coursekit.grader.guard as _coursekit_guard\n_coursekit_guard.lock({ops!r}, {targets!r})\n"
+            "del _coursekit_guard\n")
+
+
 def _write_inputs(task_dir: Path, cases) -> None:
     # new files only, in a directory just made by new_dir (bounded.py): nothing planted is followed
     write_json(task_dir / "cases.json", [params for params, _ in cases])
@@ -128,12 +136,13 @@ def grade_notebook(path, solutions="solutions", timeout: float = 60.0, total_tim
     path = Path(path)
     t0 = time.monotonic()
     sandboxed, sandbox_desc = resolve_sandbox(sandbox)
+    exercise = None
     try:
         nb = read_submission(path, data)
         exercise = identify_exercise(nb, path)
         instructor = instructor_notebook(exercise, Path(solutions))
-    except GradingError as exc:
-        return NotebookResult(str(path), 0, 0, error=str(exc))
+    except GradingError as exc:  # the lesson when known: the assignment counts it as that exercise's notebook
+        return NotebookResult(str(path), 0, 0, lesson=exercise and exercise.lesson, error=str(exc))
     tasks = {t.name: t for t in exercise.tasks}
     results: dict[str, TaskResult] = {}
 
@@ -166,14 +175,18 @@ def grade_notebook(path, solutions="solutions", timeout: float = 60.0, total_tim
 
     # The cells the kernel runs: the instructor's, minus checks, with the learner's answers in place.
     # First, before any other cell, the code the probes use (in_kernel.py): it captures its I/O
-    # functions and the library functions it watches before any learner code can replace them.
-    watch = sorted({w for t in tasks.values() for w in t.watch})
-    harness = Path(in_kernel.__file__).read_text() + f"\n_coursekit_watch({watch!r})\n"
+    # functions before any learner code can replace them. Before the first answer, the guard's lock
+    # (coursekit.grader.guard): what the notebook's tasks forbid is refused for the kernel's life.
+    harness = Path(in_kernel.__file__).read_text()
     cells: list[tuple[str | None, str]] = [(None, harness)]  # (task name or None, source)
+    lock = _lock_cell(tasks.values())
     for c in instructor.cells:
         cid = c.get("id", "")
         if c.cell_type != "code" or cid.startswith("check-"):
             continue
+        if cid.startswith("answer-") and lock:
+            cells.append((None, lock))
+            lock = ""
         if cid.startswith("answer-"):
             name = cid[len("answer-"):]
             # rejected answers still run: another task's answer may call them
