@@ -9,6 +9,7 @@ verdict names the first failing case, its message and hint, and which cases pass
 
 from __future__ import annotations
 
+import contextlib
 import html
 import inspect
 import json
@@ -133,25 +134,34 @@ def _plain_json(value):
     return json.loads(json.dumps(value, default=str))
 
 
-def run_cases(task, namespace: dict, cases) -> list:
-    """Run the task's body on ``cases`` in this process with ``namespace``'s names: raw plain results."""
+def run_cases(task, namespace: dict, cases, guard: bool = True) -> list:
+    """Run the task's body on ``cases`` in this process with ``namespace``'s names: raw plain results.
+
+    With ``guard`` (the default) what the task forbids is refused while the cases run
+    (``coursekit.grader.guard.Scope``: every thread of this process); without it only this thread's
+    operators are recorded (what the tests use to show that a shortcut needs the guard to fail).
+    """
     from coursekit.grader import in_kernel
+    from coursekit.grader.guard import Scope
 
     ns = dict(vars(in_kernel))
     ns.update(namespace)
     exec(compile(task.body, f"<coursekit-body-{task.name}>", "exec"), ns)
-    in_kernel._coursekit_watch(task.watch)
+    scope = Scope(task.forbidden_ops, task.watch)
     results = []
-    for case in cases:
-        res = in_kernel._coursekit_run_case(ns["_coursekit_body"], _plain_json(case.params), case.arrays)
-        res["meta"] = _plain_json(res["meta"])  # as the grader reads it back from JSON
-        res["error"] = _plain_json(res["error"])
-        results.append(res)
+    with scope if guard else contextlib.nullcontext():
+        for case in cases:
+            res = in_kernel._coursekit_run_case(ns["_coursekit_body"], _plain_json(case.params), case.arrays)
+            res["meta"] = _plain_json(res["meta"])  # as the grader reads it back from JSON
+            res["error"] = _plain_json(res["error"])
+            results.append(res)
+    for res in results:  # noticed after the fact (a child process): every case ran with it
+        res["refused"] = list(scope.refused)
     return results
 
 
-def run_check(task, obj) -> CheckResult:
-    """Check ``obj`` against ``task`` on its visible cases (see the module docstring)."""
+def run_check(task, obj, guard: bool = True) -> CheckResult:
+    """Check ``obj`` against ``task`` on its visible cases (see the module docstring; ``guard``: :func:`run_cases`)."""
     from coursekit.tasks import judge_case
 
     _require(task, obj)
@@ -159,7 +169,7 @@ def run_check(task, obj) -> CheckResult:
     with torch.random.fork_rng(devices=[]):  # case generators and judges build modules: their init draws
         torch.manual_seed(seed)
         cases = task.cases(np.random.default_rng(seed))
-        raw = run_cases(task, {task.name: obj}, cases)
+        raw = run_cases(task, {task.name: obj}, cases, guard)
         verdicts = [judge_case(task, c, r) for c, r in zip(cases, raw)]
     descs = [f"case {i} {c.desc}" for i, c in enumerate(cases, 1)]
     n = len(cases)

@@ -6,15 +6,17 @@ calls the learner's code on inputs it is given and returns PLAIN DATA only (arra
 strings): it judges nothing. What it returns for one case (``_coursekit_run_case``)::
 
     {"ok": bool, "arrays": {name: np.ndarray}, "meta": {...JSON...},
-     "ops": [aten op names the dispatcher ran inside the learner's calls],
+     "ops": [operators ("aten::name") the dispatcher ran inside the learner's calls, in this thread],
      "autograd": whether an autograd backward ran inside them,
-     "code": [labels of watched library functions found on the stack of such an op],
+     "refused": [what the check's guard noticed after the fact (a child process)],
      "error": {"type", "message", "line", "code", "cell"} when the learner's code raised}
 
-Forbidden operations are recorded at PyTorch's dispatcher (a ``TorchDispatchMode``), so a library
-kernel is seen however it is reached (``F.batch_norm``, a captured reference, ``getattr`` on a name
-built from strings, ``nn.BatchNorm2d``); a watched Python function (``update_bn``, the fusion
-utilities) is seen by its code object on the stack. The grader compares everything.
+What a task forbids is refused, not trusted to this record: ``coursekit.grader.guard`` arms
+refusing dispatcher kernels, refusing code for PyTorch's and the course's Python implementations
+and an audit hook, around a check's cases (``coursekit.checks``) and for the whole
+life of the grader's kernel (``guard.lock``, sent as a cell before the first answer). A refusal
+surfaces as the learner's exception; the grader judges it. The ``TorchDispatchMode`` record is
+kept for its clearer message when the op ran in this thread, and for the autograd flag.
 
 The I/O functions the grader's probe uses are captured when this source runs, before any learner
 cell: patching ``np.savez`` or ``json.dump`` later does not change what is written.
@@ -24,7 +26,6 @@ import builtins as _coursekit_builtins
 import json as _coursekit_json
 import linecache as _coursekit_linecache
 import os as _coursekit_os
-import sys as _coursekit_sys
 
 import numpy as _coursekit_np
 import torch as _coursekit_torch
@@ -53,50 +54,19 @@ _COURSEKIT_IO = {
     "dict": dict,
     "list": list,
     "current_node": _coursekit_torch._C._current_autograd_node,
-    "getframe": _coursekit_sys._getframe,
     "getline": _coursekit_linecache.getline,
 }
-_COURSEKIT_WATCHED = {}  # id(code object) -> (label, code) of a watched library function (see _coursekit_watch)
-
-
-def _coursekit_watch(targets):
-    """Watch library functions given as ``"module:attr"`` (resolved now, before learner code)."""
-    import importlib
-    import inspect
-    import warnings
-
-    for target in targets:
-        module, _, attr = target.partition(":")
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                fn = getattr(importlib.import_module(module), attr)
-            code = inspect.unwrap(fn).__code__
-            # by identity: code objects compare EQUAL to a verbatim copy (a learner's own function)
-            _COURSEKIT_WATCHED[id(code)] = (f"{module}.{attr}", code)
-        except Exception:  # absent in this torch version: nothing to watch
-            pass
-
-
 class _CoursekitRecorder(_CoursekitDispatchMode):
-    """Records the aten ops (and watched functions on the stack) while the learner's code runs."""
+    """Records the operators (and whether autograd ran) while the learner's code runs, in this thread."""
 
     def __init__(self):
         super().__init__()
-        self.ops, self.code, self.autograd = set(), set(), False
+        self.ops, self.autograd = set(), False
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        io = _COURSEKIT_IO
-        self.ops.add(func.overloadpacket.__name__)
-        if io["current_node"]() is not None:
+        self.ops.add(func._schema.name)
+        if _COURSEKIT_IO["current_node"]() is not None:
             self.autograd = True
-        if _COURSEKIT_WATCHED:
-            f = io["getframe"](1)
-            while f is not None:
-                hit = _COURSEKIT_WATCHED.get(id(f.f_code))
-                if hit is not None and hit[1] is f.f_code:
-                    self.code.add(hit[0])
-                f = f.f_back
         return func(*args, **(kwargs or {}))
 
 
@@ -211,7 +181,7 @@ def _coursekit_run_case(body, case, arrays):
         result["ok"] = False
         result["error"] = _coursekit_error(exc)
     r = rec.recorder
-    result.update(ops=sorted(r.ops), autograd=r.autograd, code=sorted(r.code))
+    result.update(ops=sorted(r.ops), autograd=r.autograd)
     return result
 
 

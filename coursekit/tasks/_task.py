@@ -11,8 +11,9 @@ A :class:`Task` is defined once (in ``coursekit/tasks/lessonNN.py``) and both si
   (``coursekit.grader.in_kernel``) and in-process for the check;
 * ``judge(params, inputs, outputs, meta)`` is the trusted comparison against PyTorch, with the
   tolerance and the recognisers of known wrong answers; it returns a :class:`Mismatch` or None;
-* ``forbidden_ops`` (aten op names seen at the dispatcher), ``forbid_autograd``, ``watch``
-  (library functions seen on the stack) and ``forbidden_names`` (the static scan).
+* ``forbidden_ops`` (dispatcher operators refused at run time), ``forbid_autograd``, ``watch``
+  (Python implementations refused at run time, ``coursekit.grader.guard``) and ``forbidden_names``
+  (the static scan). The lists are derived from the installed torch (``_library``).
 
 :func:`judge_case` turns one raw case result into a :class:`Verdict`; the check and the grader both
 call it, so they cannot disagree on a case.
@@ -25,6 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from ._library import AUTOGRAD_OPS, describe_op, norm_implementations, norm_ops, reference_implementations
 
 __all__ = [
     "Case",
@@ -41,6 +44,8 @@ __all__ = [
     "FUSION_NAMES",
     "FUSION_WATCH",
     "REFERENCE_NORM_WATCH",
+    "UPDATE_BN_WATCH",
+    "AUTOGRAD_OPS",
     "exception_hint",
     "tolerance",
 ]
@@ -93,9 +98,9 @@ class Task:
         judge: ``(params, inputs, outputs, meta) -> Mismatch | None`` (trusted).
         kind: ``"function"`` or ``"class"`` (what the check accepts). Default: ``"function"``.
         points: points for passing every hidden case. Default: 1.
-        forbidden_ops: aten op name -> what the learner called. Default: none.
+        forbidden_ops: operator (``"aten::name"``) -> what the learner called; refused at run time. Default: none.
         forbid_autograd: whether running autograd inside the learner's calls is forbidden. Default: False.
-        watch: ``"module:attr"`` library functions forbidden on the stack. Default: none.
+        watch: ``"module:qualname"`` Python implementations refused at run time. Default: none.
         forbidden_names: identifiers the static scan rejects. Default: none.
         none_hint: hint for a ``NoneType`` error in the learner's code. Default: None.
     """
@@ -141,25 +146,8 @@ class Exercise:
 
 
 # ------------------------------------------------------------------------------ forbidden operations
-_BN = "F.batch_norm (the library's batch-norm kernel, also behind torch.batch_norm, nn.BatchNorm*, F.instance_norm)"
-NORM_OPS = {
-    "native_batch_norm": _BN,
-    "_native_batch_norm_legit": _BN,
-    "_native_batch_norm_legit_no_training": _BN,
-    "_native_batch_norm_legit_functional": _BN,
-    "_batch_norm_impl_index": _BN,
-    "batch_norm_stats": _BN,
-    "batch_norm_elemt": _BN,
-    "batch_norm_gather_stats": _BN,
-    "batch_norm_update_stats": _BN,
-    "native_layer_norm": "F.layer_norm (the library's layer-norm kernel, also behind nn.LayerNorm)",
-    "native_group_norm": "F.group_norm (the library's group-norm kernel, also behind nn.GroupNorm)",
-    "_fused_rms_norm": "F.rms_norm (the library's RMS-norm kernel)",
-    "native_batch_norm_backward": "the library's batch-norm backward kernel",
-    "batch_norm_backward": "the library's batch-norm backward kernel",
-    "native_layer_norm_backward": "the library's layer-norm backward kernel",
-    "native_group_norm_backward": "the library's group-norm backward kernel",
-}
+# Derived from the installed torch (``_library``): every normalization operator in every namespace
+NORM_OPS = {op: describe_op(op) for op in norm_ops()}
 # Identifiers of PyTorch's normalization functions, modules and kernels (the static scan).
 NORM_NAMES = frozenset(
     {
@@ -208,21 +196,13 @@ FUSION_NAMES = frozenset(
         "optimization",
     }
 )
-FUSION_WATCH = (
-    "torch.nn.utils.fusion:fuse_conv_bn_eval",
-    "torch.nn.utils.fusion:fuse_conv_bn_weights",
-    "torch.nn.utils.fusion:fuse_linear_bn_eval",
-    "torch.nn.utils.fusion:fuse_linear_bn_weights",
-    "torch.fx.experimental.optimization:fuse",
-    "coursekit.reference.fold:fold_conv_bn",
-    "coursekit.reference.fold:fold_linear_bn",
-    "coursekit.reference.fold:fold_conv_bn_weights",
-    "coursekit.reference.fold:fold_linear_bn_weights",
-    "coursekit.reference.fold:fold_model",
-)
-REFERENCE_NORM_WATCH = tuple(
-    f"coursekit.reference.functional:{n}" for n in ("batch_norm", "layer_norm", "group_norm", "instance_norm", "rms_norm")
-) + ("coursekit.reference.backward:batch_norm_backward",)
+# Python implementations refused at run time (``coursekit.grader.guard``): their code is replaced by
+# code that raises while the learner's code runs, and their source cannot be read from disk
+FUSION_WATCH = tuple(f"torch.nn.utils.fusion:{n}" for n in (
+    "fuse_conv_bn_eval", "fuse_conv_bn_weights", "fuse_linear_bn_eval", "fuse_linear_bn_weights")) + (
+    "torch.fx.experimental.optimization:fuse",) + tuple(t for t in reference_implementations() if ".fold:" in t)
+REFERENCE_NORM_WATCH = norm_implementations() + tuple(t for t in reference_implementations() if ".fold:" not in t)
+UPDATE_BN_WATCH = ("torch.optim.swa_utils:update_bn",)
 
 
 # ------------------------------------------------------------------------------ judging one case
@@ -247,12 +227,39 @@ def exception_hint(type_name: str, message: str, none_hint: str | None = None) -
     return None
 
 
+_REFUSED = "coursekit refused "  # coursekit.grader.guard.REFUSED (not imported: the grader side stays torch-light)
+
+
+def refused_verdict(result: dict) -> Verdict | None:
+    """The verdict when the guard refused something inside the learner's code (its exception, or what
+    the check noticed after the fact); None otherwise. A refusal only ever fails a case, so a learner
+    has nothing to gain by forging one."""
+    err = result.get("error") or {}
+    texts = [str(err.get("message", ""))] + [str(r) for r in result.get("refused", ())]
+    for text in texts:
+        at = text.find(_REFUSED)
+        if at < 0:
+            continue
+        kind, _, what = text[at + len(_REFUSED):].partition(": ")
+        what = what.strip() or "?"
+        if kind == "process":
+            return Verdict("fail", f"started another process ({what})",
+                           hint="compute in this process: no fork, subprocess or multiprocessing inside your code")
+        if kind == "access":
+            return Verdict("fail", f"reached for the library's code ({what})",
+                           hint="write the computation yourself: copying the library's code at run time is calling it")
+        return Verdict("fail", f"called {what}", hint=f"do not call {what.split(' (')[0]}: the task is to re-implement it")
+    return None
+
+
 def judge_case(task: Task, case: Case, result: dict) -> Verdict:
     """Judge one raw case result (from ``in_kernel._coursekit_run_case``): the same for check and grader."""
+    refused = refused_verdict(result)
+    if refused is not None:
+        return refused
     called = [task.forbidden_ops[op] for op in result.get("ops", ()) if op in task.forbidden_ops]
-    watched = [c for c in result.get("code", ()) if c.split(".")[-1] and any(c == w.replace(":", ".") for w in task.watch)]
-    if called or watched:
-        what = sorted(set(called))[0] if called else watched[0]
+    if called:
+        what = sorted(set(called))[0]
         return Verdict("fail", f"called {what}", hint=f"do not call {what.split(' (')[0]}: the task is to re-implement it")
     if task.forbid_autograd and result.get("autograd"):
         return Verdict(

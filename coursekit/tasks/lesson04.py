@@ -11,7 +11,7 @@ import numpy as np
 
 from . import _data as D
 from ._norm import bn_wrong_axes, norm_variants
-from ._task import AUTOGRAD_NAMES, NORM_NAMES, NORM_OPS, REFERENCE_NORM_WATCH, Case, Exercise, Mismatch, Task, compare, first
+from ._task import AUTOGRAD_NAMES, AUTOGRAD_OPS, NORM_NAMES, NORM_OPS, REFERENCE_NORM_WATCH, Case, Exercise, Mismatch, Task, compare, first
 
 __all__ = ["EXERCISE", "BATCH_NORM_BACKWARD", "BATCH_NORM_FUNCTION"]
 
@@ -182,7 +182,7 @@ BATCH_NORM_BACKWARD = Task(
     _bwd_cases,
     _BWD_BODY,
     _bwd_judge,
-    forbidden_ops=NORM_OPS,
+    forbidden_ops=NORM_OPS | AUTOGRAD_OPS,
     forbid_autograd=True,
     watch=REFERENCE_NORM_WATCH,
     forbidden_names=NORM_NAMES | AUTOGRAD_NAMES,

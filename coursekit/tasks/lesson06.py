@@ -9,7 +9,7 @@ import numpy as np
 
 from . import _data as D
 from . import _models as M
-from ._task import Case, Exercise, Mismatch, Task, compare, first
+from ._task import UPDATE_BN_WATCH, Case, Exercise, Mismatch, Task, compare, first
 
 __all__ = ["EXERCISE", "FREEZE_BATCHNORM", "PREDICT", "RECALIBRATE"]
 
@@ -490,7 +490,7 @@ RECALIBRATE = Task(
     _recal_cases,
     M.MODELS + _RECAL_BODY,
     _recal_judge,
-    watch=("torch.optim.swa_utils:update_bn",),
+    watch=UPDATE_BN_WATCH,
     forbidden_names=frozenset({"update_bn", "swa_utils"}),
 )
 

@@ -1,0 +1,283 @@
+"""Refusing the library at run time: what a task forbids cannot compute, in any thread or process.
+
+Runs in the process that runs the learner's code: the learner's own kernel for a check cell, the
+sandboxed grader kernel for ``coursekit grade``. Three layers, each on every thread of the process:
+
+* **the dispatcher**: a kernel that raises is registered (``torch._C._dispatch_library``) over every
+  dispatch key that computes for each forbidden operator (CPU, Autograd, the composite keys,
+  QuantizedCPU, ...), so ``F.batch_norm`` fails however it is reached: a built name, another thread,
+  with the ``TorchDispatchMode`` stack disabled or popped, ``OpOverload.redispatch`` with a CPU key
+  set, ``decompose()``, ``_batch_norm_with_update``;
+* **Python implementations**: the code of PyTorch's own (``torch._decomp``, ``torch._refs``) and the
+  course's reference functions, ``update_bn`` and the fusion utilities is replaced by code that
+  raises, so a captured reference, a copy of the function or of its code object refuses too;
+* **an audit hook** (PEP 578, cannot be removed): new processes (``os.fork``, ``subprocess``,
+  ``os.posix_spawn``, ``os.exec*``, ``os.system``), reading the source or bytecode of a refused
+  implementation from disk, ``gc.get_objects``/``get_referrers``/``get_referents``, replacing a
+  function's ``__code__`` and ``ctypes`` are refused.
+
+:class:`Scope` arms them around the learner's calls in a check cell (and puts everything back
+after; it also notices a child process that bypassed the audit hook, from ``RUSAGE_CHILDREN``).
+:func:`lock` arms them for the rest of the process's life in the grader's kernel, keeps no Python
+object that could undo them, and adds a seccomp filter (``coursekit.grader.seccomp``) that forbids
+new processes below Python. A refusal raises ``RuntimeError``/``PermissionError`` whose message
+starts with :data:`REFUSED`; ``coursekit.tasks.judge_case`` turns it into "called <what>".
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+import sys
+import types
+import warnings
+
+__all__ = ["REFUSED", "Scope", "lock", "refusal", "protected_paths"]
+
+REFUSED = "coursekit refused"
+# keys a kernel may compute under (a refusing kernel goes on each one the operator has, and always
+# on CPU and Autograd, so a call below autograd still meets one)
+_KEYS = ("CPU", "Autograd", "CompositeImplicitAutograd", "CompositeExplicitAutograd",
+         "CompositeExplicitAutogradNonFunctional", "QuantizedCPU", "NestedTensorCPU", "SparseCPU", "MkldnnCPU",
+         "FuncTorchBatched", "FuncTorchBatchedDecomposition", "Functionalize", "ADInplaceOrView")
+_PROCESS_EVENTS = frozenset({"os.fork", "os.forkpty", "os.posix_spawn", "os.exec", "os.spawn", "os.system",
+                             "subprocess.Popen", "pty.spawn"})
+_REACH_EVENTS = frozenset({"gc.get_objects", "gc.get_referrers", "gc.get_referents", "ctypes.dlopen", "ctypes.dlsym",
+                           "ctypes.dlsym/handle", "ctypes.call_function", "ctypes.cdata", "ctypes.cdata/buffer",
+                           "ctypes.PyObj_FromPtr", "ctypes.string_at", "ctypes.addressof"})
+
+
+def refusal(kind: str, what: str) -> str:
+    """The message of a refusal, ``"coursekit refused <kind>: <what>"``; ``kind`` is ``call`` (a library
+    function or operator), ``process`` (another process) or ``access`` (what would reach or copy one)."""
+    return f"{REFUSED} {kind}: {what}"
+
+
+# ------------------------------------------------------------------------------ the dispatcher
+def _refuser(message: str):
+    def refuse(*args, **kwargs):
+        raise RuntimeError(message)
+
+    return refuse
+
+
+@functools.cache
+def _plan(ops: tuple[str, ...]) -> tuple[tuple[str, str, str, str], ...]:
+    """``(namespace, overload name, key, qualified op)`` for each refusing kernel to register."""
+    import torch
+
+    wanted = set(ops)
+    plan = []
+    for full in torch._C._dispatch_get_all_op_names():
+        base = full.split(".")[0]
+        if base not in wanted:
+            continue
+        ns, name = full.split("::", 1)
+        for key in _KEYS:
+            if key in ("CPU", "Autograd") or torch._C._dispatch_has_kernel_for_dispatch_key(full, key):
+                plan.append((ns, name, key, base))
+    return tuple(plan)
+
+
+def _register(ops) -> list:
+    """Register the refusing kernels; the registrations last as long as the returned modules."""
+    import torch
+
+    modules: dict[str, object] = {}
+    with warnings.catch_warnings():  # "overriding a previously registered kernel": that is the point
+        warnings.simplefilter("ignore")
+        for ns, name, key, base in _plan(tuple(sorted(ops))):
+            if ns not in modules:
+                modules[ns] = torch._C._dispatch_library("IMPL", ns, "", "", 0)
+            modules[ns].impl(name, key, _refuser(refusal("call", ops[base])), False)
+    return list(modules.values())
+
+
+# ------------------------------------------------------------------------------ Python implementations
+def _resolve(target: str) -> list[types.FunctionType]:
+    """The functions behind ``"module:qualname"`` (the one named, and those it wraps with that name)."""
+    module, _, qualname = target.partition(":")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            obj = importlib.import_module(module)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError):  # absent in this torch version: nothing to refuse
+        return []
+    out, seen = [], set()
+    while obj is not None and id(obj) not in seen:
+        seen.add(id(obj))
+        fn = getattr(obj, "__func__", obj)
+        if isinstance(fn, types.FunctionType) and fn.__code__.co_name == qualname.split(".")[-1]:
+            out.append(fn)
+        obj = getattr(fn, "__wrapped__", None)
+    return out
+
+
+def _stub(code: types.CodeType, what: str) -> types.CodeType:
+    """Code that raises, with as many free variables as ``code`` (a function's ``__code__`` must match)."""
+    free = [f"v{i}" for i in range(len(code.co_freevars))]
+    lines = ["def outer():"]
+    if free:  # the stub refers to them, so its code has the same number of free variables
+        lines += [f"    {' = '.join(free)} = None"]
+    lines += ["    def stub(*args, **kwargs):"]
+    if free:
+        lines += [f"        ({', '.join(free)},)"]
+    message = refusal("call", what)
+    lines += [f"        raise RuntimeError({message!r})", "    return stub"]
+    src = "\n".join(lines) + "\n"
+    ns: dict = {}
+    exec(compile(src, "<coursekit refused>", "exec"), ns)
+    stub = ns["outer"]().__code__
+    return stub.replace(co_name=code.co_name, co_qualname=code.co_qualname)
+
+
+@functools.cache
+def _stubs(targets: tuple[str, ...]) -> tuple[tuple[types.FunctionType, types.CodeType, types.CodeType], ...]:
+    """``(function, its code, refusing code)`` for every resolvable target."""
+    out = []
+    for target in targets:
+        label = target.replace(":", ".")
+        for fn in _resolve(target):
+            out.append((fn, fn.__code__, _stub(fn.__code__, label)))
+    return tuple(out)
+
+
+def protected_paths(targets) -> tuple[str, ...]:
+    """Source and bytecode paths of the refused implementations (their package directory, or the file
+    and its ``__pycache__`` entries): opening them is refused, so the code cannot be read and rebuilt."""
+    out = set()
+    for target in targets:
+        module = sys.modules.get(target.partition(":")[0])
+        path = getattr(module, "__file__", None)
+        if not path:
+            continue
+        path = os.path.realpath(path)
+        folder, name = os.path.split(path)
+        if name == "__init__.py":
+            out.add(folder + os.sep)
+        else:
+            stem = name.rsplit(".", 1)[0]
+            out.update({path, os.path.join(folder, "__pycache__", stem + ".")})
+    return tuple(sorted(out))
+
+
+# ------------------------------------------------------------------------------ the audit hook
+def _hook(paths: tuple[str, ...], armed: list | None):
+    """An audit hook refusing what the module docstring lists; ``armed`` (a one-item list) switches it
+    for a check, ``None`` means always (the grader: nothing left to switch)."""
+    process, reach = _PROCESS_EVENTS, _REACH_EVENTS
+    realpath, fsdecode, isinstance_, error = os.path.realpath, os.fsdecode, isinstance, PermissionError
+
+    def hook(event, args):
+        if armed is not None and not armed[0]:
+            return
+        if event in process:
+            raise error(refusal("process", event))
+        if event in reach:
+            raise error(refusal("access", event))
+        if event == "object.__setattr__" and args[1] == "__code__":
+            raise error(refusal("access", "replacing a function's __code__"))
+        if event == "open" and paths and not isinstance_(args[0], int):
+            path = realpath(fsdecode(args[0]))
+            if path.startswith(paths) or path in paths:
+                raise error(refusal("access", f"reading {path}"))
+
+    return hook
+
+
+_CHECK_HOOK: dict[tuple, list] = {}  # protected paths -> the armed switch of the hook installed for them
+
+
+def _check_switch(paths: tuple[str, ...]) -> list:
+    """The switch of this process's check hook for ``paths`` (installed once: hooks stay forever)."""
+    if paths not in _CHECK_HOOK:
+        switch = [False]
+        sys.addaudithook(_hook(paths, switch))
+        _CHECK_HOOK[paths] = switch
+    return _CHECK_HOOK[paths]
+
+
+def _children() -> tuple:
+    """This process's reaped children's resource use and its live children: changes when one was started."""
+    import resource
+
+    live = []
+    try:
+        for tid in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{tid}/children") as f:
+                live += f.read().split()
+    except OSError:
+        pass
+    return tuple(resource.getrusage(resource.RUSAGE_CHILDREN)), tuple(sorted(live))
+
+
+class Scope:
+    """The layers armed around the learner's calls in a check (see the module docstring).
+
+    Args:
+        ops: forbidden operator -> what the learner called (``Task.forbidden_ops``).
+        targets: refused Python implementations, ``"module:qualname"`` (``Task.watch``).
+
+    ``with scope:`` arms (re-entrant); :attr:`refused` lists what was refused or noticed.
+    """
+
+    def __init__(self, ops: dict, targets=()):
+        self.ops = dict(ops)
+        self.targets = tuple(sorted(targets))
+        self.refused: list[str] = []
+        self._depth = 0
+        self._modules: list = []
+        self._before = None
+        self._switch = None
+
+    def __enter__(self):
+        self._depth += 1
+        if self._depth == 1:
+            stubs = _stubs(self.targets)
+            self._switch = _check_switch(protected_paths(self.targets))
+            self._before = _children()
+            self._modules = _register(self.ops) if self.ops else []
+            for fn, _, stub in stubs:
+                fn.__code__ = stub
+            self._switch[0] = True
+        return self
+
+    def __exit__(self, *exc):
+        self._depth -= 1
+        if self._depth == 0:
+            self._switch[0] = False
+            for fn, code, _ in _stubs(self.targets):
+                fn.__code__ = code
+            self._modules = []  # drops the registrations: the library computes again
+            if _children() != self._before:
+                self.refused.append(refusal("process", "a child process ran during your code"))
+        return False
+
+
+def lock(ops: dict, targets=(), processes: bool = True) -> list[str]:
+    """Arm every layer for the rest of this process's life (the grader's kernel); what could not be armed.
+
+    Nothing that could undo it stays reachable from Python: the dispatcher registrations are owned
+    by the C++ side only (their Python handles are leaked on purpose), the original code of the
+    refused functions is dropped, the audit hook keeps only immutable values and is installed last
+    (it refuses ``ctypes`` and ``gc``), after the seccomp filter (``processes``).
+    """
+    import ctypes
+
+    notes = []
+    for module in _register(ops) if ops else []:
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(module))  # owned by nobody: never deregistered
+    for fn, _, stub in _stubs(tuple(sorted(targets))):
+        fn.__code__ = stub
+    _stubs.cache_clear()  # the original code objects go with the cache
+    if processes:
+        from coursekit.grader.seccomp import install
+
+        reason = install()
+        if reason:
+            notes.append(reason)
+    sys.addaudithook(_hook(protected_paths(targets), None))
+    return notes
