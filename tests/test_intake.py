@@ -1,11 +1,21 @@
-"""coursekit.grader.intake: submissions read once, as regular files, without quoting them; trusted files hashed."""
+"""coursekit.grader.intake: submissions read once, as regular files, without quoting them; trusted files hashed;
+one rule maps a file to its learner and exercise."""
 import os
 from pathlib import Path
 
 import nbformat
 import pytest
 
-from coursekit.grader.intake import MAX_SUBMISSION_BYTES, changed_files, read_all, read_bytes, read_submission, trusted_digest
+from coursekit.grader.intake import (
+    MAX_SUBMISSION_BYTES,
+    changed_files,
+    identify,
+    identify_exercise,
+    read_all,
+    read_bytes,
+    read_submission,
+    trusted_digest,
+)
 from coursekit.grader.results import GradingError
 
 
@@ -69,3 +79,33 @@ def test_trusted_files_are_fingerprinted(tmp_path):
     nb.write_text(nb.read_text() + " ")
     (sol / "03_new.ipynb").write_text("{}")
     assert changed_files(before, sol) == sorted([str(nb), str(sol / "03_new.ipynb")])
+
+
+@pytest.mark.parametrize("path, roots, lesson, expected", [
+    ("subs/alice/02_bn_forward_exercises.ipynb", ["subs"], None, ("alice", "02", True)),
+    ("subs/alice/deeper/any.ipynb", ["subs"], "03", ("alice", "03", False)),
+    ("subs/alice_02_bn_forward_exercises.ipynb", ["subs"], None, ("alice", "02", True)),
+    ("subs/alice.smith-03_running_stats_exercises.ipynb", ["subs"], None, ("alice.smith", "03", True)),
+    ("subs/alice.ipynb", ["subs"], None, ("alice", None, False)),
+    ("bob/02_bn_forward_exercises.ipynb", [], None, ("bob", "02", True)),
+    ("bob/02_bn_forward_exercises (1).ipynb", [], None, ("bob", "02", False)),
+    ("bob/02_mine.ipynb", [], None, ("bob", "02", False)),
+    ("bob/02_bn_forward_exercises.ipynb", [], "03", ("bob", "03", False)),  # metadata wins; not its own name
+])
+def test_identify_is_the_one_rule_for_learner_and_exercise(path, roots, lesson, expected):
+    """Learner: sub-folder of a given directory, else the file-name prefix, else the stem of a name that
+    names no exercise, else the folder. Exercise: the metadata's lesson, else the name. own_name: the
+    name (after the learner's prefix) is exactly the exercise's."""
+    who = identify(path, roots, lesson=lesson)
+    assert (who.learner, who.exercise and who.exercise.lesson, who.own_name) == expected
+
+
+def test_identify_exercise_reads_metadata_then_name(tmp_path):
+    """Metadata lesson 03 in a lesson-02 file name is lesson 03; no metadata and no exercise name is refused."""
+    nb = nbformat.v4.new_notebook(metadata={"coursekit": {"lesson": "03"}})
+    assert identify_exercise(nb, tmp_path / "02_bn_forward_exercises.ipynb").lesson == "03"
+    assert identify_exercise(nbformat.v4.new_notebook(), tmp_path / "alice_02_bn_forward_exercises.ipynb").lesson == "02"
+    with pytest.raises(GradingError, match="unknown notebook"):
+        identify_exercise(nbformat.v4.new_notebook(), tmp_path / "alice.ipynb")
+    with pytest.raises(GradingError, match="metadata coursekit.lesson"):
+        identify_exercise(nbformat.v4.new_notebook(metadata={"coursekit": {"lesson": "09"}}), tmp_path / "x.ipynb")
