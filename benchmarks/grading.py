@@ -65,15 +65,15 @@ def run_grade(paths: list[Path], jobs: int = 1, extra: list[str] | tuple[str, ..
 
 
 def scores(payload) -> list[tuple[float, float]]:
-    """(score, max_score) of each submission in a ``--json`` report (one object or a list)."""
-    items = payload if isinstance(payload, list) else [payload]
+    """(score, max_score) of each submission in a ``--json`` report (its ``notebooks``; or one object or a list)."""
+    items = payload.get("notebooks", [payload]) if isinstance(payload, dict) else payload
     return [(r.get("score"), r.get("max_score")) for r in items]
 
 
 def isolation(payload) -> list[str]:
     """The isolation the grader reports per submission (its ``sandbox`` field, e.g. "bwrap"), distinct values;
     empty when the report has no such field."""
-    items = payload if isinstance(payload, list) else [payload]
+    items = payload.get("notebooks", [payload]) if isinstance(payload, dict) else payload
     return sorted({str(r["sandbox"]) for r in items if r.get("sandbox") is not None})
 
 

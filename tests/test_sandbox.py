@@ -408,7 +408,7 @@ def test_without_bubblewrap_auto_grades_with_a_warning_and_require_refuses(tmp_p
         err_require = capsys.readouterr().err
     finally:
         mp.undo()
-    out = json.loads((tmp_path / "out.json").read_text())
+    out = json.loads((tmp_path / "out.json").read_text())["notebooks"]
     by_name = {Path(r["notebook"]).parent.name: r for r in out}
     assert code == 1  # the tampering submission could not be graded
     assert by_name["untouched"]["sandbox"].startswith("UNSANDBOXED") and "WARNING" in err and "bubblewrap" in err
