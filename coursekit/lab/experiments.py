@@ -16,6 +16,8 @@ the other with ``fit_steps`` (``tests/test_experiments.py`` checks this), only s
 * ``batch_size_sweep`` / ``SweepResult``: test accuracy for every (norm, batch size, seed), with an
   equal number of steps or an equal number of training images per run;
 * ``small_batch_margins`` / ``small_batch_verdicts``: the small-batch rules of lesson 06 on a sweep;
+* ``placement_accuracy``: ``small_cnn`` trained conv -> BN -> ReLU and conv -> ReLU -> BN;
+* ``finetune_bn_recipes``: fine-tuning on new data with BN frozen, trainable, or re-estimated and frozen;
 * ``bn_state`` / ``bn_changes``: snapshot BatchNorm running statistics and affine parameters and
   say which of them a piece of code changed (lesson 06, fine-tuning with frozen BN).
 """
@@ -28,12 +30,14 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import update_bn
 
 from coursekit.lab.training import accuracy, small_cnn
 
 __all__ = [
     "digits_mlp", "relu_before_norm", "batch_schedule", "fit_steps", "fit_parallel", "SweepResult", "batch_size_sweep",
-    "small_batch_margins", "small_batch_verdicts", "bn_state", "bn_changes",
+    "small_batch_margins", "small_batch_verdicts", "ORDERS", "placement_accuracy", "RECIPES",
+    "finetune_bn_recipes", "bn_state", "bn_changes",
 ]
 
 _BN = nn.modules.batchnorm._BatchNorm
@@ -678,6 +682,120 @@ def small_batch_verdicts(sweep: SweepResult) -> dict[str, bool]:
         "bn_falls_gn_holds": m["bn_drop"] > 0.15 and m["gn_drop"] < 0.1,
         "level_from_4": m["level"] > -0.03,
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# Placement and fine-tuning experiments of lesson 06
+# ---------------------------------------------------------------------------------------------
+
+ORDERS = ("conv->BN->ReLU", "conv->ReLU->BN")
+RECIPES = ("frozen, old statistics", "trainable BN (train mode)", "update_bn, then frozen")
+
+
+def _recalibrate(model: nn.Module, x: torch.Tensor, batch_size: int = 200) -> nn.Module:
+    update_bn([x[i:i + batch_size] for i in range(0, len(x), batch_size)], model)
+    return model
+
+
+def placement_accuracy(data, seeds: Sequence[int] = (0, 1, 2, 3, 4), *, steps: int = 200,
+                       steps_relu_first: int | None = None, lr: float = 1e-2, batch_size: int = 32,
+                       channels: int = 8) -> dict[str, list[float]]:
+    """Test accuracy of ``small_cnn("bn")`` trained in both orders, conv -> BN -> ReLU and conv -> ReLU -> BN.
+
+    Introduced in lesson 06 (placement). For each seed one ``small_cnn`` is built after
+    ``torch.manual_seed(seed)`` and its ``relu_before_norm`` copy starts from the same weights; both
+    train with Adam on the same batches (``fit_parallel``). Before evaluation (eval mode, test split)
+    every model's running statistics are re-estimated with ``update_bn`` on the training images, so
+    a running average left stale by a short run (section (g)) does not decide the comparison.
+
+    Args:
+        data: a ``coursekit.lab.data.Split`` of (N, 1, H, W) images, e.g. ``digits_data()``.
+        seeds: one model per order and seed. Default: (0, 1, 2, 3, 4).
+        steps: optimizer steps of every run. Default: 200.
+        steps_relu_first: steps of the conv -> ReLU -> BN runs. Default: None (= ``steps``).
+        lr, batch_size, channels: Adam's learning rate, the batch size, ``small_cnn`` channels.
+            Defaults: 1e-2, 32, 8.
+
+    Returns:
+        ``{order: [accuracy per seed]}`` for the two names in ``ORDERS``.
+
+    Example::
+
+        >>> from coursekit.lab.data import digits_data
+        >>> sorted(placement_accuracy(digits_data(), seeds=(0,), steps=3))
+        ['conv->BN->ReLU', 'conv->ReLU->BN']
+    """
+    if not seeds:
+        raise ValueError("expected at least one seed (got none)")
+    budget = {ORDERS[0]: steps, ORDERS[1]: steps if steps_relu_first is None else steps_relu_first}
+    acc = {}
+    for order in ORDERS:
+        nets = []
+        for s in seeds:
+            torch.manual_seed(s)
+            net = small_cnn("bn", channels=channels)
+            nets.append(net if order == ORDERS[0] else relu_before_norm(net))
+        fit_parallel(nets, data.x_train, data.y_train, batch_size=batch_size, steps=budget[order], lr=lr,
+                     seeds=list(seeds))
+        acc[order] = [accuracy(_recalibrate(net, data.x_train).eval(), data.x_test, data.y_test) for net in nets]
+    return acc
+
+
+def _freeze_bn(model: nn.Module) -> nn.Module:
+    for m in model.modules():
+        if isinstance(m, _BN):
+            m.eval()
+            for p in m.parameters():
+                p.requires_grad_(False)
+    return model
+
+
+def finetune_bn_recipes(models: Sequence[nn.Module], new, *, steps: int = 10, lr: float = 1e-3,
+                        batch_size: int = 32, seeds: Sequence[int] | None = None) -> dict[str, list[float]]:
+    """Fine-tune copies of trained BN models on new data with three BatchNorm recipes; test accuracy of each.
+
+    Introduced in lesson 06 (when to freeze BN). Every recipe fine-tunes all other weights with Adam
+    for ``steps`` batches of the new training images (a loop that never calls ``model.train()``):
+
+    * ``"frozen, old statistics"``: BN layers in eval mode, γ and β without gradient;
+    * ``"trainable BN (train mode)"``: BN layers left as in training, statistics and γ, β updated
+      (what fastai's ``train_bn=True`` keeps when it freezes the rest of a pretrained body);
+    * ``"update_bn, then frozen"``: running statistics re-estimated on the new training images with
+      ``update_bn`` (no labels, batches of 200), then frozen as in the first recipe.
+
+    The models are not changed. Accuracy is measured in eval mode on ``new.x_test``.
+
+    Args:
+        models: trained models with BatchNorm layers (their statistics describe the old data).
+        new: a ``coursekit.lab.data.Split`` of the new data.
+        steps, lr, batch_size: fine-tuning budget. Defaults: 10, 1e-3, 32.
+        seeds: seed of each model's batch order. Default: ``range(len(models))``.
+
+    Returns:
+        ``{recipe: [accuracy per model]}`` for the names in ``RECIPES``.
+    """
+    models = list(models)
+    seeds = list(range(len(models))) if seeds is None else list(seeds)
+    if not models or len(seeds) != len(models):
+        raise ValueError(f"expected at least one model and one seed per model (got {len(models)} models, "
+                         f"{len(seeds)} seeds)")
+    _check_xy(new.x_train, new.y_train)
+    acc: dict[str, list[float]] = {r: [] for r in RECIPES}
+    for model, seed in zip(models, seeds):
+        for recipe in RECIPES:
+            net = copy.deepcopy(model).train()
+            if recipe == RECIPES[2]:
+                _recalibrate(net, new.x_train)
+            if recipe != RECIPES[1]:
+                _freeze_bn(net)
+            opt = _optimizer([p for p in net.parameters() if p.requires_grad], "adam", lr)
+            for idx in batch_schedule(len(new.x_train), batch_size, steps, seed):
+                loss = F.cross_entropy(net(new.x_train[idx]), new.y_train[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            acc[recipe].append(accuracy(net.eval(), new.x_test, new.y_test))
+    return acc
 
 
 # ---------------------------------------------------------------------------------------------
