@@ -31,19 +31,19 @@ def _constant_stats_backward(dy, cache):
     return dy * (gamma * inv_std).reshape(shape), (dy * x_hat).sum(dim=dims), dy.sum(dim=dims)
 '''
 
-COUNTERS = [
-    Counter("check-stage1", "dbeta = dy.mean(dim=dims)\ndgamma = dy.sum(dim=dims)\ndx_hat = dy",
-            why="stage 1 written with a mean for dbeta, no x_hat in dgamma and no gamma in dx_hat"),
-    Counter("check-stage2", "dinv_std = (dx_hat * x_hat).sum(dim=dims)\ndcentered_from_x_hat = dx_hat",
-            why="stage 2 with x_hat in place of centered and the x_hat part of dcentered missing inv_std"),
-    Counter("check-stage3", "dvar = dinv_std * (-0.5) * inv_std ** 2",
-            why="stage 3 with the power rule's exponent wrong (s**2 instead of s**3)"),
-    Counter("check-stage4", "dcentered = dcentered_from_x_hat",
-            why="stage 4 without the variance path"),
-    Counter("check-stage5", "dmean = dcentered.sum(dim=dims)",
-            why="stage 5 with the sign of the local derivative lost"),
-    Counter("check-stage6", "dx = dcentered",
-            why="stage 6 without the path through the mean"),
+# stage check -> (the classic wrong stage, what it is)
+_WRONG_STAGES = {
+    "check-stage1": ("dbeta = dy.mean(dim=dims)\ndgamma = dy.sum(dim=dims)\ndx_hat = dy",
+                     "stage 1 written with a mean for dbeta, no x_hat in dgamma and no gamma in dx_hat"),
+    "check-stage2": ("dinv_std = (dx_hat * x_hat).sum(dim=dims)\ndcentered_from_x_hat = dx_hat",
+                     "stage 2 with x_hat in place of centered and the x_hat part of dcentered missing inv_std"),
+    "check-stage3": ("dvar = dinv_std * (-0.5) * inv_std ** 2", "stage 3 with the power rule's exponent wrong (s**2, not s**3)"),
+    "check-stage4": ("dcentered = dcentered_from_x_hat", "stage 4 without the variance path"),
+    "check-stage5": ("dmean = dcentered.sum(dim=dims)", "stage 5 with the sign of the local derivative lost"),
+    "check-stage6": ("dx = dcentered", "stage 6 without the path through the mean"),
+}
+
+COUNTERS = [Counter(cell, setup, why=why) for cell, (setup, why) in _WRONG_STAGES.items()] + [
     Counter("try-batch_norm_backward",
             _STATS_AS_CONSTANTS + "def batch_norm_backward(dy, cache):\n"
             "    dx, dgamma, dbeta = _constant_stats_backward(dy, cache)\n"
