@@ -28,7 +28,7 @@ TARGETS = {"single_correct_vs_nbgrader": 0.6, "single_correct_vs_otter": 1.0, "b
 
 def _coursekit(folder: Path, jobs: int) -> tuple[float, dict]:
     dt, payload = run_grade([folder], jobs=jobs, extra=["--sandbox", "require"])
-    items = payload if isinstance(payload, list) else [payload]
+    items = payload.get("notebooks", [payload]) if isinstance(payload, dict) else payload
     return dt, {Path(str(r.get("notebook", ""))).parent.name: s for r, (s, _) in zip(items, scores(payload))}
 
 
