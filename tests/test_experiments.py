@@ -1,21 +1,28 @@
 """coursekit.lab.experiments: batch schedules, stacked training equal to one-by-one training (CNNs and
-MLPs), batch-size sweeps with equal steps or equal images, BN snapshots."""
+MLPs, either order of norm and ReLU), batch-size sweeps with equal steps or equal images, BN snapshots,
+and lesson 06's placement and when-to-freeze verdicts on seeds the notebook does not show."""
 import copy
 
 import pytest
 import torch
 from torch import nn
+from torch.optim.swa_utils import update_bn
 
-from coursekit.lab.data import digits_data
+from coursekit.lab.data import Split, digits_data
 from coursekit.lab.experiments import (
+    ORDERS,
+    RECIPES,
     SweepResult,
     batch_schedule,
     batch_size_sweep,
     bn_changes,
     bn_state,
     digits_mlp,
+    finetune_bn_recipes,
     fit_parallel,
     fit_steps,
+    placement_accuracy,
+    relu_before_norm,
 )
 from coursekit.lab.training import small_cnn
 
@@ -274,3 +281,113 @@ def test_bn_state_is_a_copy_and_errors():
         bn_state("model")
     with pytest.raises(ValueError, match="same model"):
         bn_changes(s, {})
+
+
+# --- relu_before_norm and the placement experiment (lesson 06 (e)) ------------------------------
+
+def test_relu_before_norm_swaps_every_pair_and_keeps_the_weights():
+    torch.manual_seed(0)
+    cnn = small_cnn("bn", channels=8)
+    swapped = relu_before_norm(cnn)
+    kinds = [type(m).__name__ for m in swapped]
+    assert kinds[:3] == ["Conv2d", "ReLU", "BatchNorm2d"] and kinds[4:7] == ["Conv2d", "ReLU", "BatchNorm2d"]
+    assert [type(m).__name__ for m in cnn][:3] == ["Conv2d", "BatchNorm2d", "ReLU"]   # the original is untouched
+    assert all(torch.equal(a, b) for a, b in zip(cnn.state_dict().values(), swapped.state_dict().values()))
+    assert swapped[0].weight is not cnn[0].weight
+    mlp = relu_before_norm(digits_mlp("gn", hidden=16, groups=4))
+    assert [type(m).__name__ for m in mlp][2:4] == ["ReLU", "GroupNorm"]
+    with pytest.raises(TypeError, match="nn.Sequential"):
+        relu_before_norm(nn.Linear(2, 2))
+    with pytest.raises(ValueError, match="directly followed by nn.ReLU"):
+        relu_before_norm(small_cnn(None))
+
+
+def test_fit_parallel_equals_training_one_by_one_relu_first(digits):
+    """conv -> ReLU -> BN models train in the stack exactly as one by one (and differ from the other order)."""
+    seeds = [0, 1, 2]
+    parallel = [relu_before_norm(m) for m in _models("bn", seeds)]
+    single = [copy.deepcopy(m) for m in parallel]
+    x, y = digits.x_train[:200], digits.y_train[:200]
+    fit_parallel(parallel, x, y, batch_size=4, steps=12, lr=1e-2, seeds=seeds)
+    for m, r, s in zip(parallel, single, seeds):
+        fit_steps(r, x, y, batch_size=4, steps=12, lr=1e-2, seed=s)
+        assert _max_diff(m, r) < 1e-4
+    bn_first = _models("bn", [0])[0]
+    fit_parallel([bn_first], x, y, batch_size=4, steps=12, lr=1e-2, seeds=[0])
+    assert float((bn_first[0].weight - parallel[0][0].weight).detach().abs().max()) > 1e-3
+
+
+def _median(values):
+    return sorted(values)[len(values) // 2]      # the notebook's rule: middle value of an odd count
+
+
+def placement_verdicts(acc):
+    """Lesson 06 (e)'s two verdicts on ``placement_accuracy``'s result."""
+    return (all(a > 0.9 for v in acc.values() for a in v),
+            abs(_median(acc[ORDERS[0]]) - _median(acc[ORDERS[1]])) < 0.05)
+
+
+def test_both_orders_train_on_other_seeds(digits):
+    """(e) on seeds 5-9: every seed of both orders above 0.9, medians within 0.05.
+
+    Worst values seen (seeds 0-14, default arithmetic; seeds 0-9 on the other path, identical): lowest
+    accuracy 0.924 (conv->BN->ReLU, seed 1) against 0.9; largest gap of the medians 0.024 against 0.05
+    (conv->ReLU->BN ahead on this data).
+    """
+    acc = placement_accuracy(digits, seeds=(5, 6, 7, 8, 9))
+    assert placement_verdicts(acc) == (True, True), acc
+
+
+def test_placement_verdicts_can_fail(digits):
+    """Known-wrong: with the ReLU-first networks stopped after 15 steps both verdicts say False."""
+    acc = placement_accuracy(digits, seeds=(5, 6, 7), steps_relu_first=15)
+    assert placement_verdicts(acc) == (False, False), acc
+
+
+# --- finetune_bn_recipes (lesson 06, when to freeze BN) ------------------------------------------
+
+def _pretrained(data, seeds):
+    """The lesson's (g) models: 150 Adam steps at batch 32, statistics re-estimated on the clean images."""
+    runs = batch_size_sweep(data, arch="cnn", norms=("bn",), batch_sizes=(32,), seeds=seeds, steps=150,
+                            lr=1e-2, channels=8, keep_models=True)
+    out = []
+    for m in runs.models[("bn", 32)]:
+        update_bn([data.x_train[i:i + 200] for i in range(0, len(data.x_train), 200)], m)
+        out.append(m)
+    return out
+
+
+def freeze_verdicts(acc):
+    """Lesson 06 (g)'s when-to-freeze verdicts on ``finetune_bn_recipes``'s result."""
+    frozen_old, trainable, refrozen = (acc[r] for r in RECIPES)
+    gain = sorted(c - a for a, c in zip(frozen_old, refrozen))
+    return (gain[0] > 0 and _median(gain) > 0.1, _median(refrozen) - _median(trainable) > 0.1)
+
+
+def test_when_to_freeze_verdicts_on_other_seeds(digits):
+    """(g) on seeds 5-9: on contrast-shifted images, update_bn then frozen beats frozen-with-old-statistics
+    on every seed (by > 0.1 in median) and trainable BN (median by > 0.1); on clean images both say False.
+
+    Worst values seen (seeds 0-14 default, 0-9 other path, identical): smallest gain over the old
+    statistics 0.036 (seed 4) against 0; its median 0.209 against 0.1; median gap to trainable BN
+    0.329 against 0.1. On clean images: smallest gain 0.0, gap to trainable BN below 0.01.
+    """
+    seeds = (5, 6, 7, 8, 9)
+    models = _pretrained(digits, seeds)
+    before = [copy.deepcopy(m.state_dict()) for m in models]
+    shifted = Split(digits.x_train * 0.5 + 0.3, digits.y_train, digits.x_test * 0.5 + 0.3, digits.y_test)
+    acc = finetune_bn_recipes(models, shifted, steps=10, lr=1e-3, batch_size=32, seeds=seeds)
+    assert freeze_verdicts(acc) == (True, True), acc
+    assert freeze_verdicts(finetune_bn_recipes(models, digits, seeds=seeds)) == (False, False)
+    assert all(torch.equal(b[k], m.state_dict()[k]) for b, m in zip(before, models) for k in b)   # models untouched
+
+
+def test_finetune_bn_recipes_arguments(digits):
+    with pytest.raises(ValueError, match="one seed per model"):
+        finetune_bn_recipes([small_cnn("bn")], digits, seeds=[0, 1])
+    with pytest.raises(ValueError, match="at least one model"):
+        finetune_bn_recipes([], digits)
+    with pytest.raises(ValueError, match="at least one seed"):
+        placement_accuracy(digits, seeds=())
+    acc = finetune_bn_recipes([small_cnn("bn", channels=8)], digits, steps=1)
+    assert list(acc) == list(RECIPES) and all(len(v) == 1 for v in acc.values())
