@@ -70,12 +70,10 @@ COUNTERS = [
 import types
 nn = types.SimpleNamespace(BatchNorm1d=lambda c, momentum: torch.nn.BatchNorm1d(c, momentum=1 - momentum))
 """, why="layers in Keras' convention (momentum weights the old value): 0.99 is then the right smoothing"),
-    Counter("c15", setup=VARIANT + "nn = variant(normalize_correction=1)",
-            why="a layer that normalizes with the unbiased variance", lines=("output normalized",)),
-    Counter("c15", setup=VARIANT + "nn = variant(store_correction=0)",
-            why="a layer that stores the biased variance", lines=("running_var",)),
-    Counter("c15", setup=VARIANT + "nn = variant(new_weight=0.9)",
-            why="a layer with the momentum reversed (0.9 on the new batch)", lines=("running_mean",)),
+    *(Counter("c15", setup=VARIANT + f"nn = variant({choice})", why=why, lines=(line,)) for choice, why, line in (
+        ("normalize_correction=1", "a layer that normalizes with the unbiased variance", "output normalized"),
+        ("store_correction=0", "a layer that stores the biased variance", "running_var"),
+        ("new_weight=0.9", "a layer with the momentum reversed (0.9 on the new batch)", "running_mean"))),
     Counter("c17", setup="draws = (torch.randn(2000, 1) + torch.randn(2000, 4)).double() / 2 ** 0.5",
             why="draws that share a per-batch offset: total variance 1 but within-batch variance 1/2"),
     Counter("c19", setup="""

@@ -36,7 +36,8 @@ F = types.SimpleNamespace(rms_norm=torch.nn.functional.rms_norm, layer_norm=lamb
 """, why="a LayerNorm over the tokens axis instead of the features", lines=("mean 0",)),
     Counter("c18", setup="""
 import types
-nn = types.SimpleNamespace(InstanceNorm2d=lambda c, track_running_stats=True: torch.nn.InstanceNorm2d(c, track_running_stats=True))
+nn = types.SimpleNamespace(InstanceNorm2d=lambda c, track_running_stats=True: torch.nn.InstanceNorm2d(
+    c, track_running_stats=True))
 """, why="an InstanceNorm that tracks running statistics by default (as BatchNorm does)", lines=("default",)),
     Counter("c18", setup="""
 import types
@@ -72,7 +73,8 @@ nn = types.SimpleNamespace(LayerNorm=_with_beta_one, GroupNorm=torch.nn.GroupNor
     Counter("c24", setup="""
 import types
 F = types.SimpleNamespace(layer_norm=torch.nn.functional.layer_norm,
-                          instance_norm=lambda t: torch.nn.functional.instance_norm(t, torch.zeros(6), torch.ones(6), use_input_stats=False))
+                          instance_norm=lambda t: torch.nn.functional.instance_norm(
+                              t, torch.zeros(6), torch.ones(6), use_input_stats=False))
 """, why="InstanceNorm in eval mode with (fresh) running statistics", lines=("== InstanceNorm2d",)),
     Counter("c26", setup="""
 import types

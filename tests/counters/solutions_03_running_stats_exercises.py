@@ -16,10 +16,9 @@ def make_bn_process(ddof_normalize=0, new_weight=0.1, in_place=False):
 """
 
 COUNTERS = [
-    Counter("try-bn_process", setup=MAKE + "bn_process = make_bn_process(ddof_normalize=1)",
-            why="an answer that normalizes with the sample (unbiased) variance", lines=("output matches",)),
-    Counter("try-bn_process", setup=MAKE + "bn_process = make_bn_process(new_weight=0.9)",
-            why="an answer with the momentum reversed (Keras' convention)", lines=("running stats",)),
-    Counter("try-bn_process", setup=MAKE + "bn_process = make_bn_process(in_place=True)",
-            why="an answer that writes the result into its input, as the seed's did", lines=("input unchanged",)),
+    Counter("try-bn_process", setup=MAKE + f"bn_process = make_bn_process({choice})", why=why, lines=(line,))
+    for choice, why, line in (
+        ("ddof_normalize=1", "an answer that normalizes with the sample (unbiased) variance", "output matches"),
+        ("new_weight=0.9", "an answer with the momentum reversed (Keras' convention)", "running stats"),
+        ("in_place=True", "an answer that writes the result into its input, as the seed's did", "input unchanged"))
 ]
