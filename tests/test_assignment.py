@@ -55,10 +55,11 @@ def graded(tmp_path_factory):
         for name, src in files.items():
             shutil.copy(src, subs / learner / name)
     out = subs.parent / "out.json"
-    captured = []
-    real = grading_cli.grade_paths
+    captured, graded = [], []
+    real_learners, real_paths = grading_cli.grade_learners, grading_cli.grade_paths
     mp = pytest.MonkeyPatch()
-    mp.setattr(grading_cli, "grade_paths", lambda *a, **k: captured.extend(real(*a, **k)) or captured)
+    mp.setattr(grading_cli, "grade_learners", lambda res, *a, **k: captured.extend(res) or real_learners(res, *a, **k))
+    mp.setattr(grading_cli, "grade_paths", lambda paths, *a, **k: graded.extend(paths) or real_paths(paths, *a, **k))
     try:
         code = _cli([str(subs), "--solutions", str(ROOT / "solutions"), "--jobs", "2", "--timeout", "30",
                      "--json", str(out)])
@@ -66,7 +67,7 @@ def graded(tmp_path_factory):
         mp.undo()
     data = json.loads(out.read_text())
     return {"code": code, "json": data, "learners": {g["learner"]: g for g in data["learners"]},
-            "results": captured, "subs": subs}
+            "results": captured, "graded": [Path(p).relative_to(subs).as_posix() for p in graded], "subs": subs}
 
 
 def _tasks(grade_json):
@@ -101,6 +102,18 @@ def test_duplicates_count_once_and_are_named(graded):
     (e02,) = [e for e in g["exercises"] if e["lesson"] == "02"]
     assert e02["notebook"] == f"dup/{STEM}.ipynb"
     assert sorted(n["notebook"] for n in g["not_counted"]) == sorted([f"dup/{STEM} (1).ipynb", "dup/mine.ipynb"])
+
+
+def test_notebooks_that_cannot_count_are_not_graded(graded):
+    """Copies beside an own-named notebook and both ambiguous copies start no kernel; the rest is graded."""
+    assert sorted(graded["graded"]) == sorted([f"full/{ex.filename}" for ex in EXERCISES] + [
+        f"deleted/{STEM}.ipynb", f"dup/{STEM}.ipynb", f"renamed/{STEM}.ipynb"])
+    skipped = {Path(r["notebook"]).relative_to(graded["subs"]).as_posix(): r["skipped"]
+               for r in graded["json"]["notebooks"] if "skipped" in r}
+    assert sorted(skipped) == sorted([f"dup/{STEM} (1).ipynb", "dup/mine.ipynb", "ambiguous/copy_a.ipynb",
+                                      "ambiguous/copy_b.ipynb"])
+    assert "another notebook of lesson 02 counts" in skipped["dup/mine.ipynb"]
+    assert "no notebooks of lesson 02 named like the exercise" in skipped["ambiguous/copy_a.ipynb"]
 
 
 def test_two_copies_without_the_exercise_name_are_an_error_naming_both(graded):

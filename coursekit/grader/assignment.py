@@ -26,7 +26,7 @@ from coursekit.grader.intake import identify
 from coursekit.grader.results import NotebookResult, TaskResult
 
 __all__ = ["Assignment", "ExerciseGrade", "LearnerGrade", "parse_assignment", "load_assignment", "default_solutions",
-           "grade_learners", "shown"]
+           "plan", "grade_learners", "shown"]
 
 
 @dataclass(frozen=True)
@@ -170,6 +170,43 @@ class LearnerGrade:
                 "not_counted": [{"notebook": n, "reason": why} for n, why in self.not_counted]}
 
 
+def plan(files, assignment: Assignment, roots=(), learner: str | None = None):
+    """Which notebooks to grade: those that can count. Returns (files to grade, ``{path: result}`` of the
+    others, ungraded, with ``skipped`` saying why).
+
+    Not graded: a notebook of an exercise outside the assignment, and of several notebooks of one
+    exercise from one learner every one but the one whose name is the exercise's own (all of them when
+    not exactly one has it: ``grade_learners`` then reports the exercise as ambiguous). Each file's
+    lesson is read as the grader reads it (``intake.identify_exercise``); a file the grader cannot
+    read or identify is graded, so that its result says why. Runs before any kernel starts.
+    """
+    from coursekit.grader.intake import identify_exercise, read_submission
+    from coursekit.grader.results import GradingError
+
+    groups: dict[tuple[str, str], list[tuple[Path, bool]]] = {}
+    for f in map(Path, files):
+        try:
+            lesson = identify_exercise(read_submission(f), f).lesson
+        except GradingError:
+            continue
+        who = identify(f, roots, lesson=lesson)
+        groups.setdefault((learner or who.learner, lesson), []).append((f, who.own_name))
+    skipped: dict[str, NotebookResult] = {}
+    for (_, lesson), items in groups.items():
+        if lesson not in assignment.lessons:
+            why = f"lesson {lesson} is not part of the {assignment.describe()}"
+        elif len(items) > 1:
+            own = [f for f, is_own in items if is_own]
+            items = [item for item in items if len(own) != 1 or item[0] != own[0]]
+            why = (f"another notebook of lesson {lesson} counts" if len(own) == 1
+                   else f"{len(own) or 'no'} notebooks of lesson {lesson} named like the exercise")
+        else:
+            continue
+        for f, _ in items:
+            skipped[str(f)] = NotebookResult(str(f), 0, 0, lesson=lesson, skipped=f"not graded: {why}")
+    return [f for f in map(Path, files) if str(f) not in skipped], skipped
+
+
 def shown(notebook: str, roots=()) -> str:
     """How grades name a notebook: its path below the directory given on the command line that holds it
     (``alice/02_bn_forward_exercises.ipynb``), else its file name."""
@@ -206,8 +243,8 @@ def _exercise_grade(exercise, candidates: list[tuple[NotebookResult, bool]], not
                                                 f"has the exercise's own name and counts"))
         candidates = [(own[0], True)]
     (r, _), = candidates
-    if r.error:
-        why = f"not graded: {r.error}"
+    if r.error or r.skipped:
+        why = f"not graded: {r.error}" if r.error else r.skipped
         return ExerciseGrade(exercise, _owed(exercise, "error", why), r.notebook, error=why)
     return ExerciseGrade(exercise, list(r.tasks), r.notebook)
 
@@ -233,7 +270,8 @@ def grade_learners(results: list[NotebookResult], assignment: Assignment, roots=
         not_counted: list[tuple[str, str]] = []
         exercises = []
         for ex in assignment.exercises:
-            exercises.append(_exercise_grade(ex, [(r, own) for r, e, own in items if e is not None and e.lesson == ex.lesson], not_counted))
+            mine = [(r, own) for r, e, own in items if e is not None and e.lesson == ex.lesson]
+            exercises.append(_exercise_grade(ex, mine, not_counted))
         for r, ex, _ in items:
             if ex is None:
                 not_counted.append((r.notebook, r.error or "not an exercise of this course"))

@@ -16,7 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from coursekit.grader.assignment import default_solutions, grade_learners, load_assignment
+from coursekit.grader.assignment import default_solutions, grade_learners, load_assignment, plan
 from coursekit.grader.grade import grade_paths
 from coursekit.grader.intake import expand
 from coursekit.grader.reports import classroom_base64, classroom_report, emit, format_table, grades_json, write_gradebook
@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     if setup == 2:
         return 2
     solutions, assignment = setup
-    files = expand(args.submissions)
+    files = list(dict.fromkeys(expand(args.submissions)))  # a path given twice is one submission
     one = _one_learner(args)
     if not files:
         print(f"coursekit grade: no notebooks found in {' '.join(args.submissions)}", file=sys.stderr)
@@ -91,12 +91,15 @@ def run(args: argparse.Namespace) -> int:
         return 2
     from coursekit.grader.sandbox import SandboxUnavailable
 
+    to_grade, skipped = plan(files, assignment, _roots(args), learner=one)
     try:
-        results = grade_paths(files, solutions, args.timeout, args.total_timeout, args.jobs,
-                              sandbox=getattr(args, "sandbox", "auto"))
+        graded = grade_paths(to_grade, solutions, args.timeout, args.total_timeout, args.jobs,
+                             sandbox=getattr(args, "sandbox", "auto"))
     except SandboxUnavailable as exc:
         print(f"coursekit grade: --sandbox require: {exc}", file=sys.stderr)
         return 3
+    by_path = {r.notebook: r for r in graded} | skipped
+    results = [by_path[str(f)] for f in files]
     unsandboxed = next((r.sandbox for r in results if r.sandbox.startswith("UNSANDBOXED")), None)
     if unsandboxed:  # on stderr, whatever else goes to stdout: an instructor must not miss it
         print(f"coursekit grade: WARNING: {unsandboxed}", file=sys.stderr)

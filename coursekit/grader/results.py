@@ -36,10 +36,12 @@ class NotebookResult:
     error: str | None = None  # set when the submission could not be graded
     seconds: float = 0.0
     sandbox: str = ""  # "bwrap", "none" (asked for) or "UNSANDBOXED: <why>" (auto without bubblewrap)
+    skipped: str | None = None  # not graded because it cannot count (assignment.plan says why)
 
     def to_json(self) -> dict:
         d = asdict(self)
-        if d["error"] is None:
-            del d["error"]
+        for key in ("error", "skipped"):
+            if d[key] is None:
+                del d[key]
         return d
 
