@@ -257,3 +257,23 @@ def test_grade_finds_the_instructor_notebooks_from_any_directory(tmp_path, monke
     assert _cli([f"{STEM}.ipynb"]) == 0
     out = capsys.readouterr().out
     assert "no solution notebook" not in out and "02.channel_stats" in out and "0/16" in out
+
+
+def test_feedback_and_csv_show_the_whole_assignment(graded, tmp_path):
+    """The deleted learner's feedback lists all 16 tasks, 14 as "not submitted"; the CSV row has 16 task
+    columns, total 2 and max 16; the ambiguous learner's row names both copies in its error."""
+    from coursekit.grader.feedback import write_feedback
+    from coursekit.grader.reports import write_gradebook
+
+    grades = grade_learners(graded["results"], load_assignment(None, ROOT / "solutions"), [str(graded["subs"])])
+    by = {g.learner: g for g in grades}
+    (md,) = write_feedback([by["deleted"]], tmp_path, "md")
+    text = md.read_text()
+    assert "**2/16 points**" in text and text.count("| not submitted |") == 14 and text.count("| passed |") == 2
+    write_gradebook(grades, tmp_path / "g.csv")
+    import csv
+
+    header, *rows = list(csv.reader(open(tmp_path / "g.csv", encoding="utf-8")))
+    table = {row[0]: dict(zip(header, row)) for row in rows}
+    assert len(header) == 1 + 16 + 4 and (table["deleted"]["total"], table["deleted"]["max"]) == ("2", "16")
+    assert "ambiguous/copy_a.ipynb" in table["ambiguous"]["error"] and "ambiguous/copy_b.ipynb" in table["ambiguous"]["error"]

@@ -41,6 +41,11 @@ def _code(text: str) -> str:
     return f"{tick} {text} {tick}"
 
 
+def _verdict(e, t) -> str:
+    """A task's verdict in words; a task of a notebook that was not submitted says so."""
+    return "not submitted" if t.status == "missing" and not e.notebook else _VERDICT.get(t.status, t.status)
+
+
 def _title(g: LearnerGrade) -> str:
     return f"learner {g.learner}"
 
@@ -59,8 +64,7 @@ def feedback_markdown(g: LearnerGrade) -> str:
     for e in g.exercises:
         for t in e.tasks:
             points = f"{format_points(t.points)}/{format_points(t.max_points)}"
-            lines.append(f"| {_code(t.id)} | {_code(e.notebook or 'none submitted')} | {points} | "
-                         f"{_VERDICT.get(t.status, t.status)} |")
+            lines.append(f"| {_code(t.id)} | {_code(e.notebook or 'none submitted')} | {points} | {_verdict(e, t)} |")
     for e in g.exercises:
         if e.error:
             lines += ["", f"## Lesson {e.exercise.lesson}: not graded", "", _fence(e.error), "",
@@ -100,7 +104,7 @@ def feedback_html(g: LearnerGrade) -> str:
             cls = "pass" if t.status == "pass" else "notpass"
             out.append(f'<tr><td><code>{e(t.id)}</code></td><td><code>{e(ex.notebook or "none submitted")}</code></td>'
                        f'<td>{e(format_points(t.points))}/{e(format_points(t.max_points))}</td>'
-                       f'<td class="{cls}">{e(_VERDICT.get(t.status, t.status))}</td></tr>')
+                       f'<td class="{cls}">{e(_verdict(ex, t))}</td></tr>')
     out.append("</table>")
     for ex in g.exercises:
         if ex.error:
