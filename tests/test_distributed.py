@@ -75,6 +75,25 @@ def test_channel_sums_dtype_is_validated():
         channel_sums(torch.randn(4, 2), dtype="float64")
 
 
+def test_equal_shards_average_the_mean_but_not_the_variance_over_seeds():
+    """Lesson 08's equal-shards question on seeds 0-19 (the lesson shows seed 0): two shards of 10
+    samples, one shifted by 1.5. The averaged mean is exact and the full variance is the averaged
+    variance plus the variance of the shard means; the averaged variance alone falls short by at
+    least 0.2 in every channel (worst over these seeds: 0.247, so the lesson's 1e-12 test cannot
+    pass by accident)."""
+    dims = (0, 2, 3)
+    for seed in range(20):
+        torch.manual_seed(seed)
+        batch = 2.0 * torch.randn(20, 3, 4, 4, dtype=torch.float64) + 1.0
+        a, b = batch[:10] + 1.5, batch[10:]
+        both = torch.cat([a, b])
+        var_avg = (a.var(dims, unbiased=False) + b.var(dims, unbiased=False)) / 2
+        between = ((a.mean(dims) - b.mean(dims)) / 2) ** 2
+        assert torch.allclose((a.mean(dims) + b.mean(dims)) / 2, both.mean(dims), atol=1e-12)
+        assert torch.allclose(var_avg + between, both.var(dims, unbiased=False), atol=1e-12)
+        assert (both.var(dims, unbiased=False) - var_avg).min() > 0.2
+
+
 @pytest.fixture
 def single_process_group():
     """A gloo group of one process: enough to exercise the all-reduce code paths in-process."""
@@ -141,6 +160,7 @@ def test_two_processes_reproduce_full_batch_bn_and_local_bn_does_not():
     assert torch.allclose(results[1]["mean"], mean) and torch.allclose(results[0]["var"], var)
     assert results[0]["count"] == 16 * 16
     assert "SyncBatchNorm expected input tensor to be on GPU" in results[0]["syncbn_error"]
+    assert all(isinstance(r["seconds"], float) and r["seconds"] >= 0 for r in results)
 
 
 def _local_function(rank, world_size):  # module-level in a test module is importable: accepted

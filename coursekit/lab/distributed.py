@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime
 import os
 import tempfile
+import time
 from collections.abc import Callable
 
 import torch
@@ -279,8 +280,11 @@ def cross_process_bn_worker(rank: int, world_size: int, x: torch.Tensor, weight:
       respect to this shard (autograd through the all-reduce);
     * ``mean``, ``var``, ``count``: the all-reduced statistics;
     * ``syncbn_error``: what ``nn.SyncBatchNorm`` says when asked to train on this CPU tensor
-      (an empty string if it did not complain).
+      (an empty string if it did not complain);
+    * ``seconds``: how long all of this took in this process (the rest of a ``run_distributed``
+      call is starting the interpreter, importing torch and joining the group).
     """
+    start = time.perf_counter()
     xs = x.chunk(world_size)[rank].clone().requires_grad_(True)   # this process's shard
     dys = dy.chunk(world_size)[rank]
     # What plain BN does in each data-parallel process: statistics of the shard only.
@@ -297,4 +301,5 @@ def cross_process_bn_worker(rank: int, world_size: int, x: torch.Tensor, weight:
     except (ValueError, RuntimeError) as err:
         message = f"{type(err).__name__}: {err}"
     return {"local": local, "synced": synced.detach(), "synced_dx": xs.grad, "mean": mean, "var": var,
-            "count": count, "syncbn_error": message, "rank": rank, "world_size": world_size}
+            "count": count, "syncbn_error": message, "rank": rank, "world_size": world_size,
+            "seconds": time.perf_counter() - start}
