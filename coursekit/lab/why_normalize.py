@@ -186,11 +186,12 @@ class ParallelRun:
     """What ``train_parallel`` recorded, one row per network.
 
     Attributes:
-        test_loss: ``(K, epochs)`` test MSE in eval mode after each epoch.
-        test_loss_recalibrated: ``(K, epochs)`` the same with BatchNorm's running statistics
+        test_loss: ``(K, evaluations)`` test loss in eval mode after every ``eval_every``-th epoch
+            and after the last one.
+        test_loss_recalibrated: ``(K, evaluations)`` the same with BatchNorm's running statistics
             replaced by the statistics of the whole training set (as ``update_bn`` would set
             them, lesson 06); equal to ``test_loss`` for networks without BN.
-        train_loss: ``(K,)`` final MSE on the whole training set in eval mode, with recalibrated
+        train_loss: ``(K,)`` final loss on the whole training set in eval mode, with recalibrated
             statistics.
         path: measurements along the training path, each ``(K, measured steps)`` (empty unless
             ``smoothness=True``): ``"grad"`` ``||g(theta_t)||``, ``"grad_change"``
@@ -221,10 +222,20 @@ def _distribution(model: ParallelMLP, x: torch.Tensor, noise) -> torch.Tensor:
     return torch.cat([torch.cat([p.mean(dim=1), p.std(dim=1, unbiased=False)], dim=1) for p in pre], dim=1)
 
 
+def _loss_function(kind: str):
+    """Per-network loss ``(K, B, out), (K, B[, 1]) -> (K,)``: MSE, or cross-entropy on class labels."""
+    if kind == "mse":
+        return lambda out, y: (out - y).pow(2).mean(dim=(1, 2))
+    if kind == "cross_entropy":
+        return lambda out, y: nn.functional.cross_entropy(
+            out.flatten(0, 1), y.flatten(), reduction="none").view(y.shape).mean(dim=1)
+    raise ValueError(f"expected loss 'mse' or 'cross_entropy' (got {kind!r})")
+
+
 def train_parallel(model: ParallelMLP, splits: Sequence[Split], lr, seeds: Sequence[int], *, epochs: int = 6,
                    batch_size: int = 64, noise: tuple[float, float] | None = None, noise_seed: int = 0,
                    smoothness: bool = False, shift_probe: int = 0, measure_every: int = 1,
-                   dropout_seed: int = 0) -> ParallelRun:
+                   dropout_seed: int = 0, loss: str = "mse", eval_every: int = 1, monitor=None) -> ParallelRun:
     """Train every network of ``model`` with Adam on its own data; evaluate after each epoch.
 
     Introduced in lesson 01. For network ``k`` this is ``training.fit(nets[k], splits[k].x_train,
@@ -258,6 +269,12 @@ def train_parallel(model: ParallelMLP, splits: Sequence[Split], lr, seeds: Seque
         shift_probe: number of training points used to measure distribution shift (0: off).
         measure_every: take the smoothness and shift measurements at every ``measure_every``-th
             step only (steps 1, 1 + measure_every, ...), to save time. Default: 1.
+        loss: ``"mse"`` (targets ``(n, out)``) or ``"cross_entropy"`` (int64 class labels ``(n,)``).
+            Default: ``"mse"``.
+        eval_every: evaluate the test loss after every ``eval_every``-th epoch (and the last). Default: 1.
+        monitor: optional callable ``monitor(step, model, grads, updates)`` called after every step
+            (``step`` counts from 1; ``grads`` and ``updates``, the parameter changes just applied, are
+            in ``model.parameters()`` order), e.g. a ``coursekit.lab.diagnostics.LayerMonitor``.
 
     Returns:
         A ``ParallelRun``.
@@ -284,15 +301,16 @@ def train_parallel(model: ParallelMLP, splits: Sequence[Split], lr, seeds: Seque
         raise ValueError(f"expected 2 <= batch_size <= {n} (got {batch_size})")
     if not 0 <= shift_probe <= n:
         raise ValueError(f"expected 0 <= shift_probe <= {n} (got {shift_probe})")
-    if measure_every < 1:
-        raise ValueError(f"expected measure_every >= 1 (got {measure_every})")
+    if measure_every < 1 or eval_every < 1:
+        raise ValueError(f"expected measure_every >= 1 and eval_every >= 1 (got {measure_every}, {eval_every})")
+    loss_of = _loss_function(loss)
 
     params = model.parameters()
     # Adam state, one entry per parameter tensor; the learning rate broadcasts over each network's slice
     exp_avg = [torch.zeros_like(p) for p in params]
     exp_avg_sq = [torch.zeros_like(p) for p in params]
     beta1, beta2, adam_eps = 0.9, 0.999, 1e-8
-    lr_views = [lrs.view(-1, *([1] * (p.dim() - 1))) for p in params]
+    neg_lr = [-lrs.view(-1, *([1] * (p.dim() - 1))) for p in params]   # broadcasts over each network's slice
     shufflers = [torch.Generator().manual_seed(int(s)) for s in seeds]
     noise_gen = torch.Generator().manual_seed(noise_seed)
     drop_gen = torch.Generator().manual_seed(dropout_seed)
@@ -311,14 +329,13 @@ def train_parallel(model: ParallelMLP, splits: Sequence[Split], lr, seeds: Seque
         return out
 
     def losses(xb, yb, noise_now, update_stats=True):
-        out = model(xb, training=True, noise=noise_now, update_stats=update_stats, generator=drop_gen)
-        return (out - yb).pow(2).mean(dim=(1, 2))
+        return loss_of(model(xb, training=True, noise=noise_now, update_stats=update_stats, generator=drop_gen), yb)
 
     test_curve, recal_curve, smooth, shifts = [], [], [], []
     probe = x_train[:, :shift_probe]
     step = 0
     noise_now = draw_noise()
-    for _ in range(epochs):
+    for epoch in range(epochs):
         orders = torch.stack([torch.randperm(n, generator=g) for g in shufflers])
         for start in range(0, n - n % batch_size, batch_size):
             idx = orders[:, start:start + batch_size]
@@ -331,12 +348,18 @@ def train_parallel(model: ParallelMLP, splits: Sequence[Split], lr, seeds: Seque
             step += 1
             bc1, bc2 = 1 - beta1 ** step, 1 - beta2 ** step
             old = [p.detach().clone() for p in params] if smoothness and measure else None
-            with torch.no_grad():
-                for p, g, m, v, lr_p in zip(params, grads, exp_avg, exp_avg_sq, lr_views):
-                    m.lerp_(g, 1 - beta1)
-                    v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-                    denom = (v.sqrt() / math.sqrt(bc2)).add_(adam_eps)
-                    p.sub_(lr_p / bc1 * m / denom)
+            with torch.no_grad():   # Adam, elementwise as torch.optim.Adam; one foreach call per operation
+                torch._foreach_lerp_(exp_avg, grads, 1 - beta1)
+                torch._foreach_mul_(exp_avg_sq, beta2)
+                torch._foreach_addcmul_(exp_avg_sq, grads, grads, value=1 - beta2)
+                denom = torch._foreach_sqrt(exp_avg_sq)
+                torch._foreach_div_(denom, math.sqrt(bc2))
+                torch._foreach_add_(denom, adam_eps)
+                updates = torch._foreach_mul(torch._foreach_div(neg_lr, bc1), exp_avg)
+                torch._foreach_div_(updates, denom)
+                torch._foreach_add_(params, updates)
+            if monitor is not None:
+                monitor(step, model, grads, updates)
             if smoothness and measure:
                 # same batch, same noise, new parameters; the running statistics stay as they are
                 loss_new = losses(xb, yb, noise_now, update_stats=False)
@@ -351,11 +374,13 @@ def train_parallel(model: ParallelMLP, splits: Sequence[Split], lr, seeds: Seque
             noise_now = draw_noise()
             if shift_probe and measure:
                 shifts.append((_distribution(model, probe, noise_now) - before).abs().mean(dim=1))
+        if (epoch + 1) % eval_every and epoch + 1 < epochs:
+            continue
         with torch.no_grad():
-            test_curve.append((model(x_test) - y_test).pow(2).mean(dim=(1, 2)))
-            recal_curve.append((model.recalibrated(x_train)(x_test) - y_test).pow(2).mean(dim=(1, 2)))
+            test_curve.append(loss_of(model(x_test), y_test))
+            recal_curve.append(loss_of(model.recalibrated(x_train)(x_test), y_test))
     with torch.no_grad():
-        train_loss = (model.recalibrated(x_train)(x_train) - y_train).pow(2).mean(dim=(1, 2))
+        train_loss = loss_of(model.recalibrated(x_train)(x_train), y_train)
     return ParallelRun(
         test_loss=torch.stack(test_curve, dim=1), test_loss_recalibrated=torch.stack(recal_curve, dim=1),
         train_loss=train_loss, model=model,
@@ -365,17 +390,28 @@ def train_parallel(model: ParallelMLP, splits: Sequence[Split], lr, seeds: Seque
     )
 
 
-def seed_net(batch_norm: bool, seed: int, weight_std: float | None = 0.1, bias_init: float | None = -0.2,
+def seed_net(batch_norm: bool, seed: int, weight_std: float | str | None = 0.1, bias_init: float | None = -0.2,
              bn_momentum: float = 0.5, hidden: int = 10, depth: int = 8) -> nn.Sequential:
     """The seed experiment's network: ``depth`` x ``hidden`` tanh MLP, N(0, weight_std**2) weights, constant bias.
 
     Introduced in lesson 01. The defaults are the seed article's: weight std 0.1, bias -0.2, 8 layers
     of 10 tanh units, BN momentum 0.5 (PyTorch's convention). ``torch.manual_seed(seed)`` is set
     first, so the same seed gives the same weights with and without BN.
+
+    ``weight_std="kaiming"`` draws every weight from N(0, (5/3)**2 / fan_in) instead
+    (``nn.init.kaiming_normal_`` with tanh's gain 5/3): the scale that keeps a tanh layer's output
+    variance roughly constant with depth, the usual competitor of BN. ``None``: PyTorch's default.
     """
+    if isinstance(weight_std, str) and weight_std != "kaiming":
+        raise ValueError(f"expected weight_std to be a number, None or 'kaiming' (got {weight_std!r})")
     torch.manual_seed(seed)
-    return mlp(in_features=1, hidden=hidden, depth=depth, out_features=1, activation=nn.Tanh,
-               batch_norm=batch_norm, bn_momentum=bn_momentum, weight_std=weight_std, bias_init=bias_init)
+    net = mlp(in_features=1, hidden=hidden, depth=depth, out_features=1, activation=nn.Tanh, batch_norm=batch_norm,
+              bn_momentum=bn_momentum, weight_std=None if weight_std == "kaiming" else weight_std, bias_init=bias_init)
+    if weight_std == "kaiming":
+        for m in net:
+            if isinstance(m, nn.Linear):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="tanh")
+    return net
 
 
 def train_grid(batch_norm: bool, splits: Mapping[int, Split], seeds: Sequence[int], *, lr=0.03,
@@ -391,7 +427,8 @@ def train_grid(batch_norm: bool, splits: Mapping[int, Split], seeds: Sequence[in
         batch_norm: with or without BatchNorm before each tanh.
         splits: the data of every seed.
         seeds: the seeds to run.
-        lr, weight_std: a number, or a sequence (at most one of the two). Defaults: 0.03 and 0.1.
+        lr, weight_std: a number (``weight_std`` also ``'kaiming'`` or None, see ``seed_net``), or a
+            sequence (at most one of the two). Defaults: 0.03 and 0.1.
         bias_init, bn_momentum, hidden, depth: as in ``seed_net``.
         dropout: dropout probability (``ParallelMLP``). Default: 0.
         **train_kw: passed to ``train_parallel`` (``epochs``, ``batch_size``, ``noise``, ...).
@@ -401,7 +438,7 @@ def train_grid(batch_norm: bool, splits: Mapping[int, Split], seeds: Sequence[in
         with recalibrated statistics as a ``(settings, seeds)`` tensor.
     """
     swept = [name for name, v in (("lr", lr), ("weight_std", weight_std))
-             if v is not None and not isinstance(v, (int, float))]
+             if v is not None and not isinstance(v, (int, float, str))]
     if len(swept) > 1:
         raise ValueError(f"expected at most one swept setting (got sequences for {swept})")
     if not seeds:
