@@ -13,6 +13,8 @@ The trust boundary is in the file names. Everything here runs in the grader's ow
   the hidden inputs, records the aten ops the dispatcher runs, returns plain data;
 * ``bounded``: every read of what a kernel wrote is bounded (sizes, archive members, JSON depth);
 * ``grade``: one submission end to end, and many in parallel; judging uses ``coursekit.tasks``;
+* ``assignment``: the exercises due, one grade per learner scored against them (missing notebooks
+  owe their points, one notebook per exercise), and which notebooks are worth grading;
 * ``results`` / ``reports``: what grading produces and the table, JSON, Classroom and CSV formats;
   ``gradescope`` (results.json and the autograder bundle) and ``feedback`` (one file per learner);
 * ``cli``: the ``coursekit grade`` command.
