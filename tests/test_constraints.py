@@ -110,3 +110,20 @@ def test_documented_commands_are_the_ci_commands():
     test = re.search(r"^(python -m pytest)$", contributing, re.M).group(1)
     assert install in ci
     assert re.search(rf"^{re.escape(test)}$", ci, re.M), f"{test!r} is not a line of .ci/run"
+
+
+def test_coursekit_compiles_on_python_310(tmp_path):
+    """Every coursekit module is valid Python 3.10 syntax (compiled by a real 3.10 interpreter when one is
+    on PATH; ruff's target-version py310 covers the rest). Compiled into tmp_path, nothing written in the repo."""
+    import shutil
+
+    py310 = shutil.which("python3.10")
+    if py310 is None:
+        pytest.skip("no python3.10 interpreter on PATH")
+    env = {**__import__("os").environ, "PYENV_VERSION": "3.10.13:system", "PYTHONPYCACHEPREFIX": str(tmp_path)}
+    version = subprocess.run([py310, "-c", "import sys; print(sys.version_info[:2])"], capture_output=True, text=True, env=env)
+    if version.returncode != 0 or version.stdout.strip() != "(3, 10)":
+        pytest.skip(f"python3.10 on PATH does not run here: {(version.stderr or version.stdout).strip()[-200:]}")
+    files = sorted(str(p) for p in (ROOT / "coursekit").rglob("*.py"))
+    done = subprocess.run([py310, "-m", "py_compile", *files], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
