@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     one = _one_learner(args)
     if not files:
         print(f"coursekit grade: no notebooks found in {' '.join(args.submissions)}", file=sys.stderr)
-        _write_outputs(args, grade_learners([], assignment, learner=one) if one else [], [],
+        _write_outputs(args, assignment, grade_learners([], assignment, learner=one) if one else [], [],
                        note="no notebook (.ipynb) found in the submission")
         return 2
     from coursekit.grader.sandbox import SandboxUnavailable
@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     grades = grade_learners(results, assignment, _roots(args), learner=one)
     quiet = "-" in (str(args.json), args.classroom, getattr(args, "csv", None), getattr(args, "gradescope", None))
     print(format_table(grades), file=sys.stderr if quiet else sys.stdout)
-    _write_outputs(args, grades, results)
+    _write_outputs(args, assignment, grades, results)
     failed = any(r.error for r in results) or any(e.error for g in grades for e in g.exercises)
     return 1 if failed else 0
 
@@ -123,11 +123,11 @@ def _one_learner(args: argparse.Namespace) -> str | None:
     return None
 
 
-def _write_outputs(args: argparse.Namespace, grades: list, results: list, note: str = "") -> None:
+def _write_outputs(args: argparse.Namespace, assignment, grades: list, results: list, note: str = "") -> None:
     """The instructor formats asked for. With no notebook at all, Classroom and Gradescope still get the
     learner's grade: 0 of the assignment's points, every task missing."""
     if args.json:
-        emit(grades_json(grades, results), args.json)
+        emit(grades_json(grades, results, assignment), args.json)
     if args.classroom:
         emit(classroom_report(grades[0]), args.classroom)
     if getattr(args, "classroom_base64", None):

@@ -18,7 +18,7 @@ import json
 import re
 from pathlib import Path
 
-from coursekit.grader.assignment import LearnerGrade
+from coursekit.grader.assignment import Assignment, LearnerGrade
 from coursekit.grader.results import NotebookResult, TaskResult
 
 __all__ = ["format_table", "format_points", "grades_json", "classroom_report", "classroom_base64",
@@ -50,11 +50,9 @@ def format_table(grades: list[LearnerGrade]) -> str:
     return "\n".join(lines)
 
 
-def grades_json(grades: list[LearnerGrade], results: list[NotebookResult]) -> dict:
+def grades_json(grades: list[LearnerGrade], results: list[NotebookResult], assignment: Assignment) -> dict:
     """``--json``: the assignment, each learner's grade on it, and every notebook's own result."""
-    assignment = grades[0].assignment if grades else None
-    return {"assignment": assignment.lessons if assignment else [],
-            "max_score": assignment.max_points if assignment else 0,
+    return {"assignment": assignment.lessons, "max_score": assignment.max_points,
             "learners": [g.to_json() for g in grades], "notebooks": [r.to_json() for r in results]}
 
 
