@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["WRONG", "HINTS", "RIGHT", "STUBS", "solutions", "SOLUTIONS_DIR"]
+__all__ = ["WRONG", "HINTS", "RIGHT", "STUBS", "SHORTCUTS", "EVADING", "solutions", "SOLUTIONS_DIR"]
 
 SOLUTIONS_DIR = Path(__file__).resolve().parent.parent / "solutions"
 
@@ -1204,6 +1204,508 @@ def _(conv, bn):
 
 
 # ------------------------------------------------------------------------------------------
+# run-time shortcuts: the library reached through another thread or process, with the record
+# switched off or edited, through operators or Python implementations a typed list would miss, or
+# copied at run time. Refused by coursekit.grader.guard in the check and the grader alike;
+# SHORTCUTS lists them with the layer that stops them (tests/test_shortcuts.py)
+# ------------------------------------------------------------------------------------------
+SHORTCUTS: dict[str, dict[str, str]] = {}  # task -> shortcut name -> class of shortcut
+
+
+def _shortcut(task: str, name: str, kind: str, hint: str | None):
+    def register(obj):
+        SHORTCUTS.setdefault(task, {})[name] = kind
+        return _wrong(task, name, hint)(obj)
+    return register
+
+
+def _lib(name):
+    """A function of torch.nn.functional under a name the static scan cannot see."""
+    return getattr(F, name.replace("-", "_"))
+
+
+def _in_thread(fn, *args):
+    """``fn(*args)`` in another thread; its exception re-raised here (as a thread pool would)."""
+    import threading
+
+    out = {}
+
+    def run():
+        try:
+            out["value"] = fn(*args)
+        except BaseException as exc:  # handed back to the caller
+            out["error"] = exc
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join()
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
+
+
+def _in_fork(fn, *args):
+    """``fn(*args)`` in a forked child; the result comes back pickled through a pipe."""
+    import os
+    import pickle
+
+    r, w = os.pipe()
+    pid = getattr(os, "fo" + "rk")()
+    if pid == 0:  # the child: compute, send, leave without running the parent's cleanup
+        try:
+            os.write(w, pickle.dumps(fn(*args)))
+        finally:
+            os._exit(0)
+    os.close(w)
+    data = b""
+    while chunk := os.read(r, 1 << 16):
+        data += chunk
+    os.close(r)
+    os.waitpid(pid, 0)
+    return pickle.loads(data)
+
+
+def _bn_lib(x, gamma, beta, eps):
+    return _lib("batch-norm")(x, None, None, gamma, beta, training=True, eps=eps)
+
+
+def _stats_lib(x):
+    c = x.shape[1]
+    rm, rv = torch.zeros(c, dtype=x.dtype), torch.ones(c, dtype=x.dtype)
+    _lib("batch-norm")(x, rm, rv, training=True, momentum=1.0)
+    n = x.numel() // c
+    return rm, rv * (n - 1) / n
+
+
+def _copied(module: str, attr: str):
+    """A watched function rebuilt at run time from its code object (``code.replace``): a new code object."""
+    import importlib
+    import inspect
+
+    fn = inspect.unwrap(getattr(importlib.import_module(module), attr))
+    return types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+
+
+def _source_exec(module: str, attr: str):
+    """A module's source read from disk and exec'd under another name: the function it defines."""
+    import importlib.util
+
+    path = importlib.util.find_spec(module).origin
+    with open(path) as f:
+        source = f.read()
+    ns: dict = {"__name__": "learners_copy"}
+    exec(compile(source, "learners_copy.py", "exec"), ns)
+    return ns[attr]
+
+
+# 02 ------------------------------------------------------------------------------------------
+@_shortcut("channel_stats", "stats_in_a_thread", "thread", "do not call F.batch_norm")
+def _(x):
+    return _in_thread(_stats_lib, x)
+
+
+@_shortcut("channel_stats", "stats_in_a_forked_child", "process", "compute in this process")
+def _(x):
+    return _in_fork(_stats_lib, x)
+
+
+@_shortcut("channel_stats", "stats_from_python_c", "process", "compute in this process")
+def _(x):
+    import json
+    import subprocess
+    import sys
+
+    code = ("import json,sys,torch; d=json.load(sys.stdin); x=torch.tensor(d['x'],dtype=torch.float64); "
+            "dims=[0,*range(2,x.dim())]; c=x.shape[1]; rm,rv=torch.zeros(c,dtype=x.dtype),torch.ones(c,dtype=x.dtype); "
+            "getattr(torch.nn.functional,'batch'+'_norm')(x,rm,rv,training=True,momentum=1.0); n=x.numel()//c; "
+            "print(json.dumps([rm.tolist(),(rv*(n-1)/n).tolist()]))")
+    out = getattr(subprocess, "run")([sys.executable, "-c", code], input=json.dumps({"x": x.tolist()}),
+                                      capture_output=True, text=True, check=True).stdout
+    mean, var = json.loads(out)
+    return torch.tensor(mean, dtype=x.dtype), torch.tensor(var, dtype=x.dtype)
+
+
+def _bn_decomp_backward(dy, x, gamma, eps):
+    """The gradients of training-mode BN from torch's Python decomposition (plain ops a typed list misses)."""
+    import importlib
+
+    decomp = importlib.import_module("torch._" + "decomp.decompositions")
+    dims = _dims(x)
+    mean, invstd = x.mean(dims), torch.rsqrt(x.var(dims, unbiased=False) + eps)
+    return getattr(decomp, "native_batch" + "_norm_backward")(dy, x, gamma, None, None, mean, invstd, True, eps,
+                                                               [True, True, True])
+
+
+def _evading(forward, run):
+    """``forward(x, gamma, beta, eps)`` as an autograd.Function whose forward and backward are both run by
+    ``run(fn, *args)`` (a thread, a process, the record switched off, ...): no library call is left for
+    the body's own backward to show."""
+
+    class Evading(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, gamma, beta, eps):
+            ctx.save_for_backward(x, gamma)
+            ctx.eps, ctx.given = eps, (gamma is not None, beta is not None)
+            return run(forward, *(None if t is None else t.detach() for t in (x, gamma, beta)), eps)
+
+        @staticmethod
+        def backward(ctx, dy):
+            x, gamma = ctx.saved_tensors
+            dx, dgamma, dbeta = run(_bn_decomp_backward, dy, x, gamma, ctx.eps)
+            return dx, dgamma if ctx.given[0] else None, dbeta if ctx.given[1] else None, None
+
+    return Evading.apply
+
+
+def _direct(fn, *args):
+    return fn(*args)
+
+
+def _pool(fn, *args):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(fn, *args).result()
+
+
+def _mp_fork(fn, *args):
+    import multiprocessing
+
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        return pool.apply(fn, args)
+
+
+def _modes_off(fn, *args):
+    from torch.utils import _python_dispatch
+
+    with getattr(_python_dispatch, "_disable_current_modes")():
+        return fn(*args)
+
+
+def _dispatch_off(fn, *args):
+    with torch._C._DisableTorchDispatch():
+        return fn(*args)
+
+
+def _stack_popped(fn, *args):
+    modes = []
+    while torch._C._len_torch_dispatch_stack():
+        modes.append(torch._C._pop_torch_dispatch_stack(None))
+    try:
+        return fn(*args)
+    finally:
+        for mode in reversed(modes):
+            torch._C._push_on_torch_dispatch_stack(mode)
+
+
+def _record_blinded(fn, *args):
+    class Blind(set):
+        def add(self, item):
+            pass
+
+    for i in range(torch._C._len_torch_dispatch_stack()):
+        torch._C._get_dispatch_stack_at(i).ops = Blind()
+    return fn(*args)
+
+
+def _bn_redispatch(x, gamma, beta, eps):
+    op = getattr(torch.ops.aten, "native" + "_batch_norm").default
+    keys = torch._C.DispatchKeySet(torch._C.DispatchKey.CPU)
+    return op.redispatch(keys, x, gamma, beta, None, None, True, 0.0, eps)[0]
+
+
+def _bn_with_update(x, gamma, beta, eps):
+    c = x.shape[1]
+    rm, rv = torch.zeros(c, dtype=x.dtype), torch.ones(c, dtype=x.dtype)
+    return getattr(torch.ops.aten, "_batch_norm" + "_with_update")(x, gamma, beta, rm, rv, 0.1, eps)[0]
+
+
+def _bn_decomp(x, gamma, beta, eps):
+    import importlib
+
+    decomp = importlib.import_module("torch._" + "decomp.decompositions")
+    return getattr(decomp, "native" + "_batch_norm")(x, gamma, beta, None, None, True, 0.1, eps)[0]
+
+
+def _bn_zscore(x, gamma, beta, eps):
+    import importlib
+
+    zscore = getattr(importlib.import_module("scipy." + "stats"), "z" + "score")
+    dims = tuple(_dims(x))
+    var = x.var(dims, unbiased=False, keepdim=True)
+    y = torch.from_numpy(zscore(x.numpy(), axis=dims)) * torch.sqrt(var / (var + eps))
+    return y * _v(gamma, x) + _v(beta, x)
+
+
+EVADING: dict[str, tuple] = {}  # batch_norm_train shortcut -> (forward, run), for answer cells built from them
+for _name, _kind, _forward, _run in (
+        ("thread_pool", "thread", _bn_lib, _pool),
+        ("multiprocessing_fork", "process", _bn_lib, _mp_fork),
+        ("modes_disabled", "record off", _bn_lib, _modes_off),
+        ("torch_dispatch_disabled", "record off", _bn_lib, _dispatch_off),
+        ("mode_stack_popped", "record off", _bn_lib, _stack_popped),
+        ("recorder_ops_replaced", "record edited", _bn_lib, _record_blinded),
+        ("redispatch_below_the_record", "record off", _bn_redispatch, _direct),
+        ("batch_norm_with_update_op", "unlisted op", _bn_with_update, _direct),
+        ("torch_decomp_native_batch_norm", "decomposition", _bn_decomp, _direct),
+        ("scipy_zscore", "library normalization", _bn_zscore, _direct)):
+    _hint = {"process": "compute in this process", "decomposition": "do not call torch._decomp",
+             "library normalization": "do not call scipy"}.get(_kind, "do not call F.batch_norm")
+    EVADING[_name] = (_forward, _run)
+    _shortcut("batch_norm_train", _name, _kind, _hint)(
+        lambda x, gamma, beta, eps=1e-5, _f=_forward, _r=_run: _evading(_f, _r)(x, gamma, beta, eps))
+
+
+@_shortcut("batch_norm_train", "reference_code_copied", "copied code", "do not call coursekit.reference")
+def _(x, gamma, beta, eps=1e-5):
+    return _copied("coursekit." + "reference.functional", "batch" + "_norm")(x, None, None, gamma, beta, training=True,
+                                                                             eps=eps)
+
+
+@_shortcut("batch_norm_train", "reference_source_exec", "source exec", "copying the library's code")
+def _(x, gamma, beta, eps=1e-5):
+    fn = _source_exec("coursekit." + "reference.functional", "batch" + "_norm")
+    return fn(x, None, None, gamma, beta, training=True, eps=eps)
+
+
+# 03 ------------------------------------------------------------------------------------------
+@_shortcut("update_running_stats", "running_stats_in_a_thread", "thread", "do not call F.batch_norm")
+def _(running_mean, running_var, x, momentum=0.1, num_batches_tracked=0):
+    def work():
+        rm, rv = running_mean.clone(), running_var.clone()
+        f = 1.0 / (num_batches_tracked + 1) if momentum is None else momentum
+        _lib("batch-norm")(x, rm, rv, training=True, momentum=f)
+        return rm, rv
+
+    return _in_thread(work)
+
+
+@_shortcut("update_running_stats", "running_stats_in_a_forked_child", "process", "compute in this process")
+def _(running_mean, running_var, x, momentum=0.1, num_batches_tracked=0):
+    def work():
+        rm, rv = running_mean.clone(), running_var.clone()
+        f = 1.0 / (num_batches_tracked + 1) if momentum is None else momentum
+        _lib("batch-norm")(x, rm, rv, training=True, momentum=f)
+        return rm, rv
+
+    return _in_fork(work)
+
+
+class _UnlistedOps(_BN2d):
+    """The library's training and eval kernels under operator names a typed list missed."""
+
+    def forward(self, x):
+        aten = torch.ops.aten
+        if self.training and self.track_running_stats:
+            self.num_batches_tracked += 1
+            f = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+            rm, rv = self.running_mean, self.running_var
+
+            def train(x, gamma, beta, eps):
+                return getattr(aten, "_batch_norm" + "_with_update")(x, gamma, beta, rm, rv, f, eps)[0]
+
+            return _evading(train, _direct)(x, self.weight, self.bias, self.eps)
+        if not self.training and self.track_running_stats:
+            return getattr(aten, "_batch_norm" + "_no_update")(x, self.weight, self.bias, self.running_mean,
+                                                               self.running_var, 0.0, self.eps)[0]
+        return super().forward(x)
+
+
+_shortcut("MyBatchNorm2d", "batch_norm_with_update_ops", "unlisted op", "do not call F.batch_norm")(_UnlistedOps)
+
+
+# 04 ------------------------------------------------------------------------------------------
+def _x_from_cache(dy, cache):
+    x_hat, inv_std, gamma = cache
+    return x_hat / inv_std.reshape((1, -1) + (1,) * (dy.dim() - 2))
+
+
+@_shortcut("batch_norm_backward", "torch_decomp_backward", "decomposition", "do not call torch._decomp")
+def _(dy, cache):
+    import importlib
+
+    x_hat, inv_std, gamma = cache
+    decomp = importlib.import_module("torch._" + "decomp.decompositions")
+    mean = torch.zeros_like(inv_std)
+    out = getattr(decomp, "native_batch" + "_norm_backward")(dy, _x_from_cache(dy, cache), gamma, None, None, mean,
+                                                               inv_std, True, 1e-5, [True, True, True])
+    return tuple(out)
+
+
+@_shortcut("batch_norm_backward", "backward_kernel_in_a_thread", "thread", "do not call the library's batch-norm")
+def _(dy, cache):
+    x_hat, inv_std, gamma = cache
+    op = getattr(torch.ops.aten, "native_batch" + "_norm_backward")
+    mean = torch.zeros_like(inv_std)
+    return tuple(_in_thread(op, dy, _x_from_cache(dy, cache), gamma, None, None, mean, inv_std, True, 1e-5,
+                            [True, True, True]))
+
+
+# importing forward_ad loads torch's jvp decompositions, which read torch/_decomp's source: refused too
+@_shortcut("batch_norm_backward", "backward_kernel_in_a_forked_child", "process", "compute in this process")
+def _(dy, cache):
+    x_hat, inv_std, gamma = cache
+    op = getattr(torch.ops.aten, "native_batch" + "_norm_backward")
+    mean = torch.zeros_like(inv_std)
+    return tuple(_in_fork(op, dy, _x_from_cache(dy, cache), gamma, None, None, mean, inv_std, True, 1e-5,
+                          [True, True, True]))
+
+
+@_shortcut("batch_norm_backward", "forward_mode_ad", "forward AD", None)
+def _(dy, cache):
+    # the BN Jacobian is symmetric per channel: J·dy (forward mode) equals Jᵀ·dy
+    import torch.autograd.forward_ad as fwad
+
+    x_hat, inv_std, gamma = cache
+    dims, view = _dims(dy), (1, -1) + (1,) * (dy.dim() - 2)
+    x = _x_from_cache(dy, cache)
+    eps = (1 / inv_std**2 - x.var(dims, unbiased=False)).reshape(view)
+    with fwad.dual_level():
+        d = fwad.make_dual(x, dy)
+        y = (d - d.mean(dims, keepdim=True)) / torch.sqrt(d.var(dims, unbiased=False, keepdim=True) + eps)
+        dx = fwad.unpack_dual(y * gamma.reshape(view)).tangent
+    return dx, (dy * x_hat).sum(dims), dy.sum(dims)
+
+
+class _FunctionInAThread(torch.autograd.Function):
+    """forward and backward computed by the library (F.batch_norm and its autograd) in another thread."""
+
+    @staticmethod
+    def forward(ctx, x, gamma, beta, eps=1e-5):
+        ctx.save_for_backward(x, gamma, beta)
+        ctx.eps = eps
+        return _in_thread(_bn_lib, x, gamma, beta, eps)
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, gamma, beta = ctx.saved_tensors
+
+        def work():
+            with torch.enable_grad():
+                xs = [t.detach().requires_grad_(True) for t in (x, gamma, beta)]
+                return torch.autograd.grad(_bn_lib(*xs, ctx.eps), xs, dy)
+
+        return (*_in_thread(work), None)
+
+
+_shortcut("BatchNormFunction", "library_in_a_thread", "thread", "do not call F.batch_norm")(_FunctionInAThread)
+
+
+class _AutogradOfOwnForward(torch.autograd.Function):
+    """A correct own forward; backward differentiates it with autograd instead of deriving it."""
+
+    @staticmethod
+    def forward(ctx, x, gamma, beta, eps=1e-5):
+        ctx.save_for_backward(x, gamma, beta)
+        ctx.eps = eps
+        return _bn(x, gamma, beta, eps)
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, gamma, beta = ctx.saved_tensors
+        with torch.enable_grad():
+            xs = [t.detach().requires_grad_(True) for t in (x, gamma, beta)]
+            return (*torch.autograd.grad(_bn(*xs, ctx.eps), xs, dy), None)
+
+
+_shortcut("BatchNormFunction", "autograd_of_own_forward", "nested autograd", "no autograd")(_AutogradOfOwnForward)
+
+
+# 05 ------------------------------------------------------------------------------------------
+@_shortcut("layer_norm", "torch_refs_native_layer_norm", "decomposition", "do not call torch._refs")
+def _(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    import importlib
+
+    shape = [normalized_shape] if isinstance(normalized_shape, int) else list(normalized_shape)
+    refs = importlib.import_module("torch._" + "refs")
+    return getattr(refs, "native_layer" + "_norm")(x, shape, weight, bias, eps)[0]
+
+
+@_shortcut("layer_norm", "reference_source_exec", "source exec", "copying the library's code")
+def _(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    return _source_exec("coursekit." + "reference.functional", "layer" + "_norm")(x, normalized_shape, weight, bias, eps)
+
+
+@_shortcut("instance_norm", "instance_norm_in_a_thread", "thread", "do not call F.instance_norm")
+def _(x, weight=None, bias=None, eps=1e-5):
+    return _in_thread(lambda: _lib("instance-norm")(x, weight=weight, bias=bias, eps=eps))
+
+
+@_shortcut("group_norm", "torch_refs_code_copied", "copied code", "do not call torch._refs")
+def _(x, num_groups, weight=None, bias=None, eps=1e-5):
+    fn = _copied("torch._" + "refs", "native_group" + "_norm")
+    n, c = x.shape[:2]
+    return fn(x, weight, bias, n, c, x[0, 0].numel(), num_groups, eps)[0]
+
+
+@_shortcut("group_norm", "group_norm_in_a_forked_child", "process", "compute in this process")
+def _(x, num_groups, weight=None, bias=None, eps=1e-5):
+    return _in_fork(lambda: _lib("group-norm")(x, num_groups, weight, bias, eps))
+
+
+# 06 ------------------------------------------------------------------------------------------
+def _update_bn():
+    import importlib
+
+    return getattr(importlib.import_module("torch.optim." + "swa" + "_utils"), "update" + "_bn")
+
+
+@_shortcut("recalibrate", "update_bn_in_a_thread", "thread", "do not call torch.optim.swa_utils.update_bn")
+def _(model, loader):
+    _in_thread(_update_bn(), loader, model)
+    return model
+
+
+@_shortcut("recalibrate", "update_bn_in_a_forked_child", "process", "compute in this process")
+def _(model, loader):
+    def work():
+        _update_bn()(loader, model)
+        return model.state_dict()
+
+    model.load_state_dict(_in_fork(work))
+    return model
+
+
+@_shortcut("recalibrate", "update_bn_code_copied", "copied code", "do not call torch.optim.swa_utils.update_bn")
+def _(model, loader):
+    _copied("torch.optim." + "swa" + "_utils", "update" + "_bn")(loader, model)
+    return model
+
+
+@_shortcut("recalibrate", "update_bn_source_exec", "source exec", "copying the library's code")
+def _(model, loader):
+    _source_exec("torch.optim." + "swa" + "_utils", "update" + "_bn")(loader, model)
+    return model
+
+
+# 07 ------------------------------------------------------------------------------------------
+def _fusion(name):
+    import importlib
+
+    return getattr(importlib.import_module("torch.nn.utils." + "fu" + "sion"), name)
+
+
+@_shortcut("fold_conv_bn", "fusion_in_a_thread", "thread", "do not call torch.nn.utils.fusion.fuse_conv_bn_eval")
+def _(conv, bn):
+    return _in_thread(_fusion("fuse_conv_bn" + "_eval"), conv, bn)
+
+
+@_shortcut("fold_linear_bn", "reference_fold_source_exec", "source exec", "copying the library's code")
+def _(linear, bn):
+    return _source_exec("coursekit." + "reference.fold", "fold_linear" + "_bn")(linear, bn)
+
+
+@_shortcut("fold_linear_bn", "fusion_in_a_forked_child", "process", "compute in this process")
+def _(linear, bn):
+    return _in_fork(_fusion("fuse_linear_bn" + "_eval"), linear, bn)
+
+
+@_shortcut("fold_model", "reference_code_copied", "copied code", "do not call coursekit.reference.fold")
+def _(model):
+    return _copied("coursekit." + "reference.fold", "fold" + "_model")(copy.deepcopy(model).eval())
+
+
+# ------------------------------------------------------------------------------------------
 # the unfinished exercises, as the builder leaves them
 # ------------------------------------------------------------------------------------------
 def _stub(*args, **kwargs):
@@ -1262,7 +1764,20 @@ _fold_linear_pytorch_verbatim = _pytorch_fusion_copied_verbatim(
     "def fold_linear_bn(linear, bn):\n    return fuse_linear_bn_eval(linear, bn)\n")
 
 
+def _own_work_in_threads(x, gamma, beta, eps=1e-5):
+    """Each channel normalized by the learner's own code, one thread per channel: threads are allowed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def channel(c):
+        xc = x.select(1, c)
+        return (xc - xc.mean()) / torch.sqrt(xc.var(unbiased=False) + eps) * gamma[c] + beta[c]
+
+    with ThreadPoolExecutor(2) as pool:
+        return torch.stack(list(pool.map(channel, range(x.shape[1]))), dim=1)
+
+
 RIGHT: dict[str, dict[str, object]] = {
+    "batch_norm_train": {"own_work_in_threads": _own_work_in_threads},
     "fold_conv_bn": {"pytorch_fuse_conv_bn_eval_copied": _fold_conv_pytorch_verbatim},
     "fold_linear_bn": {"pytorch_fuse_linear_bn_eval_copied": _fold_linear_pytorch_verbatim},
 }

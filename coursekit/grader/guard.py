@@ -13,8 +13,9 @@ sandboxed grader kernel for ``coursekit grade``. Three layers, each on every thr
   raises, so a captured reference, a copy of the function or of its code object refuses too;
 * **an audit hook** (PEP 578, cannot be removed): new processes (``os.fork``, ``subprocess``,
   ``os.posix_spawn``, ``os.exec*``, ``os.system``), reading the source or bytecode of a refused
-  implementation from disk, ``gc.get_objects``/``get_referrers``/``get_referents``, replacing a
-  function's ``__code__`` and ``ctypes`` are refused.
+  implementation from disk, importing a refused library not imported yet (scikit-learn, SciPy),
+  ``gc.get_objects``/``get_referrers``/``get_referents``, replacing a function's ``__code__`` and
+  ``ctypes`` are refused.
 
 :class:`Scope` arms them around the learner's calls in a check cell (and puts everything back
 after; it also notices a child process that bypassed the audit hook, from ``RUSAGE_CHILDREN``).
@@ -33,7 +34,7 @@ import sys
 import types
 import warnings
 
-__all__ = ["REFUSED", "Scope", "lock", "refusal", "protected_paths"]
+__all__ = ["REFUSED", "Scope", "lock", "refusal", "protected_paths", "refused_imports"]
 
 REFUSED = "coursekit refused"
 # keys a kernel may compute under (a refusing kernel goes on each one the operator has, and always
@@ -46,6 +47,10 @@ _PROCESS_EVENTS = frozenset({"os.fork", "os.forkpty", "os.posix_spawn", "os.exec
 _REACH_EVENTS = frozenset({"gc.get_objects", "gc.get_referrers", "gc.get_referents", "ctypes.dlopen", "ctypes.dlsym",
                            "ctypes.dlsym/handle", "ctypes.call_function", "ctypes.cdata", "ctypes.cdata/buffer",
                            "ctypes.PyObj_FromPtr", "ctypes.string_at", "ctypes.addressof"})
+
+
+# libraries too heavy to import just to refuse them: when one is not imported yet, importing it is refused
+_LAZY_ROOTS = ("sklearn", "scipy")
 
 
 def refusal(kind: str, what: str) -> str:
@@ -136,13 +141,20 @@ def _stub(code: types.CodeType, what: str) -> types.CodeType:
 
 @functools.cache
 def _stubs(targets: tuple[str, ...]) -> tuple[tuple[types.FunctionType, types.CodeType, types.CodeType], ...]:
-    """``(function, its code, refusing code)`` for every resolvable target."""
+    """``(function, its code, refusing code)`` for every resolvable target (not the lazy ones not yet imported)."""
     out = []
     for target in targets:
+        if target.split(".")[0] in _LAZY_ROOTS and target.split(".")[0] not in sys.modules:
+            continue
         label = target.replace(":", ".")
         for fn in _resolve(target):
             out.append((fn, fn.__code__, _stub(fn.__code__, label)))
     return tuple(out)
+
+
+def refused_imports(targets) -> tuple[str, ...]:
+    """The lazy libraries among ``targets`` that are not imported yet: importing them is refused."""
+    return tuple(sorted({t.split(".")[0] for t in targets if t.split(".")[0] in _LAZY_ROOTS} - set(sys.modules)))
 
 
 def protected_paths(targets) -> tuple[str, ...]:
@@ -165,7 +177,7 @@ def protected_paths(targets) -> tuple[str, ...]:
 
 
 # ------------------------------------------------------------------------------ the audit hook
-def _hook(paths: tuple[str, ...], armed: list | None):
+def _hook(paths: tuple[str, ...], imports: tuple[str, ...], armed: list | None):
     """An audit hook refusing what the module docstring lists; ``armed`` (a one-item list) switches it
     for a check, ``None`` means always (the grader: nothing left to switch)."""
     process, reach = _PROCESS_EVENTS, _REACH_EVENTS
@@ -178,6 +190,8 @@ def _hook(paths: tuple[str, ...], armed: list | None):
             raise error(refusal("process", event))
         if event in reach:
             raise error(refusal("access", event))
+        if event == "import" and imports and (args[0].split(".")[0] in imports):
+            raise error(refusal("call", f"{args[0]} (a library normalization)"))
         if event == "object.__setattr__" and args[1] == "__code__":
             raise error(refusal("access", "replacing a function's __code__"))
         if event == "open" and paths and not isinstance_(args[0], int):
@@ -188,16 +202,16 @@ def _hook(paths: tuple[str, ...], armed: list | None):
     return hook
 
 
-_CHECK_HOOK: dict[tuple, list] = {}  # protected paths -> the armed switch of the hook installed for them
+_CHECK_HOOK: dict[tuple, list] = {}  # (paths, imports) -> the armed switch of the hook installed for them
 
 
-def _check_switch(paths: tuple[str, ...]) -> list:
-    """The switch of this process's check hook for ``paths`` (installed once: hooks stay forever)."""
-    if paths not in _CHECK_HOOK:
+def _check_switch(paths: tuple[str, ...], imports: tuple[str, ...]) -> list:
+    """The switch of this process's check hook for ``paths`` and ``imports`` (installed once: hooks stay)."""
+    if (paths, imports) not in _CHECK_HOOK:
         switch = [False]
-        sys.addaudithook(_hook(paths, switch))
-        _CHECK_HOOK[paths] = switch
-    return _CHECK_HOOK[paths]
+        sys.addaudithook(_hook(paths, imports, switch))
+        _CHECK_HOOK[paths, imports] = switch
+    return _CHECK_HOOK[paths, imports]
 
 
 def _children() -> tuple:
@@ -237,7 +251,7 @@ class Scope:
         self._depth += 1
         if self._depth == 1:
             stubs = _stubs(self.targets)
-            self._switch = _check_switch(protected_paths(self.targets))
+            self._switch = _check_switch(protected_paths(self.targets), refused_imports(self.targets))
             self._before = _children()
             self._modules = _register(self.ops) if self.ops else []
             for fn, _, stub in stubs:
@@ -279,5 +293,5 @@ def lock(ops: dict, targets=(), processes: bool = True) -> list[str]:
         reason = install()
         if reason:
             notes.append(reason)
-    sys.addaudithook(_hook(protected_paths(targets), None))
+    sys.addaudithook(_hook(protected_paths(targets), refused_imports(targets), None))
     return notes

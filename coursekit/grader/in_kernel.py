@@ -8,6 +8,7 @@ strings): it judges nothing. What it returns for one case (``_coursekit_run_case
     {"ok": bool, "arrays": {name: np.ndarray}, "meta": {...JSON...},
      "ops": [operators ("aten::name") the dispatcher ran inside the learner's calls, in this thread],
      "autograd": whether an autograd backward ran inside them,
+     "autograd_nested": whether a backward started inside another one (inside one ``with REC:``),
      "refused": [what the check's guard noticed after the fact (a child process)],
      "error": {"type", "message", "line", "code", "cell"} when the learner's code raised}
 
@@ -54,6 +55,7 @@ _COURSEKIT_IO = {
     "dict": dict,
     "list": list,
     "current_node": _coursekit_torch._C._current_autograd_node,
+    "graph_task": _coursekit_torch._C._current_graph_task_id,
     "getline": _coursekit_linecache.getline,
 }
 class _CoursekitRecorder(_CoursekitDispatchMode):
@@ -61,12 +63,17 @@ class _CoursekitRecorder(_CoursekitDispatchMode):
 
     def __init__(self):
         super().__init__()
-        self.ops, self.autograd = set(), False
+        self.ops, self.autograd, self.graph_tasks, self.nested = set(), False, set(), False
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        io = _COURSEKIT_IO
         self.ops.add(func._schema.name)
-        if _COURSEKIT_IO["current_node"]() is not None:
+        if io["current_node"]() is not None:
             self.autograd = True
+            # a second backward started inside one ``with REC:`` that runs one (BatchNormFunction's
+            # backward differentiating its own forward) shows as a second graph task
+            self.graph_tasks.add(io["graph_task"]())
+            self.nested = self.nested or io["len"](self.graph_tasks) > 1
         return func(*args, **(kwargs or {}))
 
 
@@ -157,6 +164,7 @@ class _CoursekitRecording:
         self.recorder = _CoursekitRecorder()
 
     def __enter__(self):
+        self.recorder.graph_tasks = set()
         self.recorder.__enter__()
         return self
 
@@ -181,7 +189,7 @@ def _coursekit_run_case(body, case, arrays):
         result["ok"] = False
         result["error"] = _coursekit_error(exc)
     r = rec.recorder
-    result.update(ops=sorted(r.ops), autograd=r.autograd)
+    result.update(ops=sorted(r.ops), autograd=r.autograd, autograd_nested=r.nested)
     return result
 
 

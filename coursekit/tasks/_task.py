@@ -45,6 +45,7 @@ __all__ = [
     "FUSION_WATCH",
     "REFERENCE_NORM_WATCH",
     "UPDATE_BN_WATCH",
+    "STATS_WATCH",
     "AUTOGRAD_OPS",
     "exception_hint",
     "tolerance",
@@ -100,6 +101,8 @@ class Task:
         points: points for passing every hidden case. Default: 1.
         forbidden_ops: operator (``"aten::name"``) -> what the learner called; refused at run time. Default: none.
         forbid_autograd: whether running autograd inside the learner's calls is forbidden. Default: False.
+        forbid_nested_autograd: whether a backward started inside the backward the body runs (an
+            ``autograd.Function`` differentiating its own forward) is forbidden. Default: False.
         watch: ``"module:qualname"`` Python implementations refused at run time. Default: none.
         forbidden_names: identifiers the static scan rejects. Default: none.
         none_hint: hint for a ``NoneType`` error in the learner's code. Default: None.
@@ -115,6 +118,7 @@ class Task:
     points: int = 1
     forbidden_ops: dict = field(default_factory=dict, compare=False, repr=False)
     forbid_autograd: bool = False
+    forbid_nested_autograd: bool = False
     watch: tuple = ()
     forbidden_names: frozenset = frozenset()
     none_hint: str | None = None
@@ -201,7 +205,11 @@ FUSION_NAMES = frozenset(
 FUSION_WATCH = tuple(f"torch.nn.utils.fusion:{n}" for n in (
     "fuse_conv_bn_eval", "fuse_conv_bn_weights", "fuse_linear_bn_eval", "fuse_linear_bn_weights")) + (
     "torch.fx.experimental.optimization:fuse",) + tuple(t for t in reference_implementations() if ".fold:" in t)
-REFERENCE_NORM_WATCH = norm_implementations() + tuple(t for t in reference_implementations() if ".fold:" not in t)
+# a library normalization used as the whole answer is not the learner's own work either (the exercises say so)
+STATS_WATCH = ("scipy.stats:zscore", "scipy.stats:zmap", "sklearn.preprocessing:scale") + tuple(
+    f"sklearn.preprocessing:StandardScaler.{m}" for m in ("fit", "partial_fit", "transform", "fit_transform"))
+REFERENCE_NORM_WATCH = (norm_implementations() + tuple(t for t in reference_implementations() if ".fold:" not in t)
+                        + STATS_WATCH)
 UPDATE_BN_WATCH = ("torch.optim.swa_utils:update_bn",)
 
 
@@ -261,7 +269,7 @@ def judge_case(task: Task, case: Case, result: dict) -> Verdict:
     if called:
         what = sorted(set(called))[0]
         return Verdict("fail", f"called {what}", hint=f"do not call {what.split(' (')[0]}: the task is to re-implement it")
-    if task.forbid_autograd and result.get("autograd"):
+    if (task.forbid_autograd and result.get("autograd")) or (task.forbid_nested_autograd and result.get("autograd_nested")):
         return Verdict(
             "fail",
             "ran autograd (torch.autograd.grad or .backward()) inside your code",

@@ -339,7 +339,8 @@ BATCH_NORM_FUNCTION = Task(
     _FN_BODY,
     _fn_judge,
     kind="class",
-    forbidden_ops=NORM_OPS,
+    forbidden_ops=NORM_OPS | AUTOGRAD_OPS,
+    forbid_nested_autograd=True,
     watch=REFERENCE_NORM_WATCH,
     forbidden_names=NORM_NAMES,
 )
