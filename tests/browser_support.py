@@ -5,7 +5,7 @@ runtime and data directories under a temporary folder) serving a temporary copy 
 and Debian's ``/usr/bin/chromium`` is driven through Playwright (Python). Nothing here downloads
 a browser: ``playwright install`` is never used.
 
-Why the details matter (measured, see TOOLING_NOTES.md):
+Why the details matter (each measured with this JupyterLab and chromium):
 
 * JupyterLab autosaves and writes ``.ipynb_checkpoints``: the repository's files are never served.
 * A workspace saved by another server would reopen stale tabs, and the news/update popups cover

@@ -136,7 +136,7 @@ def test_a_renamed_notebook_counts_for_its_own_exercise(graded):
 
 def reporter(encoded: str) -> tuple[list[str], str | None, bool]:
     """What classroom-resources/autograding-grading-reporter does with ``<ID>_RESULTS`` (its documented
-    and published parsing, TOOLING_NOTES "Grading formats"): base64-decode, JSON-parse; print ``✅ name``
+    and published parsing, read in its source): base64-decode, JSON-parse; print ``✅ name``
     for ``pass``, ``Error: message`` for ``error``, ``❌ name`` otherwise (``- line N`` when line_no != 0);
     the ``Points`` notice is the sum of the tests' scores over ``max_score``, none when max_score is 0;
     the job fails on a top-level ``fail`` or ``error``. Returns (printed lines, notice, job failed)."""

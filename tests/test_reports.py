@@ -1,7 +1,7 @@
 """Instructor outputs of ``coursekit grade``: GitHub Classroom (and its workflow), Gradescope's results,
 the gradebook CSV, the feedback files, and points per task in every one of them.
 
-Each format is checked against what its consumer documents (TOOLING_NOTES "Grading formats"):
+Each format is checked against what its consumer reads (the reporter's source and Gradescope's autograder docs):
 Classroom's reporter base64-decodes ``<ID>_RESULTS`` then parses ``{"version", "status", "max_score",
 "tests": [{"name", "status", "score", "max_score", "message", "line_no"}]}`` and prints ``message``
 only for ``error`` tests; Gradescope reads ``{"score", "output", "visibility", "tests": [{"name",

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["x", "affine", "t", "dims_bn", "view", "desc", "DT", "exec_source"]
-
-DT = {"float32": "float32", "float64": "float64"}
+__all__ = ["x", "affine", "t", "dims_bn", "view", "desc", "exec_source"]
 
 
 def x(rng: np.random.Generator, shape, dtype="float64") -> np.ndarray:
