@@ -715,9 +715,8 @@ def _(model):
     _freeze(model)
 
 
-# Forgers: they do not do the task but make what the kernel would REPORT look right (the old judges
-# trusted flags measured in the kernel); the judges now recompute from data, so they fail like any
-# do-nothing answer.
+# Forgers: they do not do the task but make what the kernel would REPORT look right (flags measured in
+# the kernel); the judges recompute from data instead, so they fail like any do-nothing answer.
 def _poke_callers(**values):
     """Overwrite entries of any dict named ``meta`` in the callers' frames (the body's record)."""
     import sys
@@ -1043,7 +1042,7 @@ def _(model):
 
 
 # ------------------------------------------------------------------------------------------
-# from published code (blog posts, course solutions, detection repos) and the grader's old probes
+# from published code (blog posts, course solutions, detection repos) and probes the grader must survive
 # ------------------------------------------------------------------------------------------
 @_wrong("channel_stats", "keepdim_shapes", "keepdim")
 def _(x):
