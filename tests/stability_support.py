@@ -52,7 +52,7 @@ CELL_TIMEOUT = 300  # seconds; a lesson must run in 30 s, this only catches a hu
 
 
 def course_notebooks() -> list[Path]:
-    """Every lesson and solved exercise, sorted: the notebooks the README's suite runs."""
+    """Every lesson and solved exercise, sorted: the notebooks the test suite runs."""
     return sorted([*ROOT.glob("notebooks/*.ipynb"), *ROOT.glob("solutions/*.ipynb")])
 
 
