@@ -65,6 +65,14 @@ def test_every_option_the_instructor_page_names_exists():
     assert named and not named - known, f"documented but not accepted: {sorted(named - known)}"
 
 
+
+def test_every_option_of_the_course_commands_is_documented():
+    """Each option of ``build``, ``grade`` and ``gradescope-bundle`` appears in the README or the instructor page."""
+    text = _text("README.md") + _text("docs/instructors.md")
+    for command in ("build", "grade", "gradescope-bundle"):
+        missing = sorted(o for o in _options(command) if o.startswith("--") and o != "--help" and o not in text)
+        assert not missing, f"coursekit {command}: {missing} documented nowhere"
+
 def test_maintainer_commands_name_real_scripts_flags_and_paths():
     """CONTRIBUTING's benchmark flags are run.py's; the files the docs send readers to exist."""
     contributing = _text("CONTRIBUTING.md")
