@@ -117,6 +117,66 @@ def test_train_parallel_reproduces_fit(batch_norm):
     assert not torch.allclose(other.test_loss[0], run.test_loss[0], rtol=1e-3)
 
 
+def _digit_like_split(seed, n=96):
+    g = torch.Generator().manual_seed(seed)
+    x, y = torch.randn(n, 5, generator=g, dtype=torch.float64), torch.randint(0, 3, (n,), generator=g)
+    return Split(x[:64], y[:64], x[64:], y[64:])
+
+
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_train_parallel_cross_entropy_reproduces_fit(batch_norm):
+    """loss='cross_entropy' on class labels trains each network as training.fit does (its default for int labels)."""
+    seeds = (0, 1)
+    splits = [_digit_like_split(s) for s in seeds]
+    nets = []
+    for s in seeds:
+        torch.manual_seed(s)
+        nets.append(mlp(in_features=5, hidden=8, depth=2, out_features=3, activation=nn.Sigmoid, batch_norm=batch_norm).double())
+    run = train_parallel(ParallelMLP(copy.deepcopy(nets)), splits, 0.01, seeds, epochs=3, batch_size=16, loss="cross_entropy")
+    for k, (net, sp, s) in enumerate(zip(nets, splits, seeds)):
+        hist = fit(net, sp.x_train, sp.y_train, epochs=3, batch_size=16, lr=0.01, x_test=sp.x_test, y_test=sp.y_test, seed=s)
+        assert torch.allclose(run.test_loss[k], torch.tensor(hist.test_loss, dtype=run.test_loss.dtype), rtol=1e-4)
+    mse = train_parallel(ParallelMLP(copy.deepcopy(nets)), [Split(sp.x_train, nn.functional.one_hot(sp.y_train, 3).double(),
+                         sp.x_test, nn.functional.one_hot(sp.y_test, 3).double()) for sp in splits], 0.01, seeds, epochs=3,
+                         batch_size=16)
+    assert not torch.allclose(mse.test_loss, run.test_loss, rtol=1e-2)   # another loss, another result: the check can fail
+
+
+def test_eval_every_keeps_the_training_and_the_last_evaluation():
+    """eval_every only thins the test curve: evaluations after epochs 2, 4 and 5 equal those of eval_every=1."""
+    seeds = (0, 1)
+    splits = [_small_split(s, dtype=torch.float32) for s in seeds]
+    full = train_parallel(ParallelMLP(_nets(True, seeds)), splits, 0.01, seeds, epochs=5, batch_size=32)
+    thin = train_parallel(ParallelMLP(_nets(True, seeds)), splits, 0.01, seeds, epochs=5, batch_size=32, eval_every=2)
+    assert thin.test_loss.shape == (2, 3)
+    assert torch.equal(thin.test_loss, full.test_loss[:, [1, 3, 4]])
+    assert torch.equal(thin.train_loss, full.train_loss)
+
+
+def test_monitor_sees_each_step_and_the_update_just_applied():
+    seeds = (0,)
+    calls = []
+    model = ParallelMLP(_nets(False, seeds))
+
+    def monitor(step, m, grads, updates):
+        calls.append((step, [p.detach().clone() for p in m.parameters()], [u.clone() for u in updates], len(grads)))
+
+    train_parallel(model, [_small_split(0, dtype=torch.float32)], 0.01, seeds, epochs=1, batch_size=40, monitor=monitor)
+    assert [c[0] for c in calls] == [1, 2, 3, 4] and calls[0][3] == len(model.parameters())
+    for (_, before, _, _), (_, after, updates, _) in zip(calls, calls[1:]):
+        for b, a, u in zip(before, after, updates):
+            torch.testing.assert_close(a - b, u)
+
+
+def test_seed_net_kaiming_scale():
+    """weight_std='kaiming': N(0, (5/3)^2 / fan_in) weights (tanh gain), so a wide layer's std is 5/3/sqrt(fan_in)."""
+    net = seed_net(False, 0, weight_std="kaiming", bias_init=0.0, hidden=400, depth=2)
+    hidden = net[2].weight
+    assert abs(float(hidden.std()) - 5 / 3 / 400 ** 0.5) < 0.002
+    assert abs(float(hidden.std()) - 0.1) > 0.01   # not the bad init's std
+    assert bool((net[2].bias == 0).all())
+
+
 def test_recalibrated_uses_the_statistics_of_the_whole_set():
     """recalibrated(x) normalizes with x's mean and unbiased variance; the original keeps its statistics."""
     pm = ParallelMLP([n.double() for n in _nets(True, (0, 1))])
@@ -231,6 +291,10 @@ def test_predict_the_mean_mse_known_value():
      "equal sizes"),
     (lambda: train_parallel(ParallelMLP(_nets(False, (0,))), [_small_split(0)], 0.1, [0], batch_size=1), "2 <= batch_size"),
     (lambda: train_parallel(ParallelMLP(_nets(False, (0,))), [_small_split(0)], 0.1, [0], measure_every=0), "measure_every >= 1"),
+    (lambda: train_parallel(ParallelMLP(_nets(False, (0,))), [_small_split(0)], 0.1, [0], eval_every=0), "eval_every >= 1"),
+    (lambda: train_parallel(ParallelMLP(_nets(False, (0,))), [_small_split(0)], 0.1, [0], loss="hinge"),
+     "'mse' or 'cross_entropy'"),
+    (lambda: seed_net(False, 0, weight_std="xavier"), "None or 'kaiming'"),
 ])
 def test_errors(call, match):
     with pytest.raises(ValueError, match=match):
