@@ -138,5 +138,10 @@ def update_bn(batches, net):
     # (g) when to freeze
     Counter("freeze-when-check", setup="""
 by_recipe = finetune_bn_recipes(pretrained, data, steps=10, lr=1e-3, batch_size=32, seeds=short_runs.seeds)
-""", why="no shift: fine-tuned and tested on the clean images, whose statistics the pretrained models already hold"),
+""", why="no shift: fine-tuned and tested on the clean images, whose statistics the pretrained models already hold",
+            lines=("beats frozen", "above trainable")),
+    Counter("freeze-when-check", setup="""
+same_camera = by_recipe
+""", why="the shifted images in the place of the unshifted ones (the measured shifted-image run, reused)",
+            lines=("on unshifted images",)),
 ]
