@@ -1,0 +1,137 @@
+"""coursekit.grader.guard and .seccomp: what the lock refuses, and that Python cannot undo it.
+
+Each lock runs in a fresh Python (a lock lasts for the process's life): after ``guard.lock`` the
+library's normalization is refused in every thread, re-registering over the refusal does not bring
+the kernel back, the refused Python implementations cannot be restored, read or found, and no new
+process starts, not even below the audit hook (the seccomp filter); threads still run and honest
+tensor code still computes. A check's :class:`Scope` puts everything back when it ends.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from coursekit.grader.guard import REFUSED, Scope
+from coursekit.grader.seccomp import program
+from coursekit.tasks._task import NORM_OPS, REFERENCE_NORM_WATCH, UPDATE_BN_WATCH
+
+_LOCKED = r"""
+import json, sys, threading, os, gc, types
+import torch, torch.nn.functional as F
+from coursekit.grader import guard
+from coursekit.tasks._task import NORM_OPS, REFERENCE_NORM_WATCH
+import coursekit.reference.functional as ref
+import torch._refs as refs
+orig_file = ref.__file__
+notes = guard.lock(NORM_OPS, REFERENCE_NORM_WATCH)
+x = torch.randn(4, 3, 5)
+out = {"notes": notes}
+
+def attempt(label, fn):
+    try:
+        fn()
+        out[label] = "went through"
+    except BaseException as exc:
+        out[label] = f"{type(exc).__name__}: {exc}"[:200]
+
+def in_thread():
+    r = {}
+    t = threading.Thread(target=lambda: r.setdefault("y", F.batch_norm(x, None, None, training=True)))
+    t.start(); t.join()
+    assert "y" in r
+
+def reregistered():
+    lib = torch.library.Library("aten", "IMPL")
+    lib.impl("native_batch_norm", torch.library.fallthrough_kernel, "CPU")
+    lib.impl("native_batch_norm", torch.library.fallthrough_kernel, "Autograd")
+    torch.ops.aten.native_batch_norm(x, None, None, None, None, True, 0.1, 1e-5)
+
+def restored_code():
+    ref.batch_norm.__code__ = (lambda *a, **k: 0).__code__
+
+def honest():
+    dims = [0, 2]
+    y = (x - x.mean(dims, keepdim=True)) / torch.sqrt(x.var(dims, unbiased=False, keepdim=True) + 1e-5)
+    r = {}
+    t = threading.Thread(target=lambda: r.setdefault("s", y.sum())); t.start(); t.join()
+    assert abs(float(r["s"])) < 1e-3
+
+def fork_below_the_hook():
+    import _posixsubprocess  # no audit event: the seccomp filter is what refuses it
+    r, w = os.pipe()
+    _posixsubprocess.fork_exec([b"/bin/true"], [b"/bin/true"], True, (w,), None, None, -1, -1, -1, -1, -1, -1,
+                               r, w, True, False, -1, None, None, None, -1, None, False)
+
+attempt("F.batch_norm", lambda: F.batch_norm(x, None, None, training=True))
+attempt("in a thread", in_thread)
+attempt("re-registered", reregistered)
+attempt("torch._refs", lambda: refs.native_layer_norm(x, [5], None, None, 1e-5))
+attempt("reference", lambda: ref.batch_norm(x, None, None, training=True))
+attempt("code restored", restored_code)
+attempt("source read", lambda: open(orig_file).read())
+attempt("gc", lambda: gc.get_objects())
+attempt("ctypes", lambda: __import__("ctypes").CDLL(None).getpid())
+attempt("os.fork", lambda: os.fork())
+attempt("fork_exec", fork_below_the_hook)
+attempt("honest", honest)
+print("RESULT" + json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def locked():
+    r = subprocess.run([sys.executable, "-c", _LOCKED], capture_output=True, text=True, timeout=300)
+    assert "RESULT" in r.stdout, r.stderr[-2000:]
+    return json.loads(r.stdout.split("RESULT", 1)[1])
+
+
+@pytest.mark.parametrize("label", ["F.batch_norm", "torch._refs", "reference", "code restored", "source read", "gc",
+                                   "ctypes", "os.fork"])
+def test_after_the_lock_the_library_and_the_ways_around_it_are_refused(locked, label):
+    assert REFUSED in locked[label], locked
+
+
+def test_after_the_lock_another_thread_or_a_kernel_registered_over_the_refusal_gets_nothing(locked):
+    """The thread's call raised (its result is missing); a fallthrough over the refusal finds no kernel below."""
+    assert locked["in a thread"].startswith("AssertionError"), locked
+    assert locked["re-registered"] != "went through" and "no fallback function" in locked["re-registered"], locked
+
+
+def test_after_the_lock_a_process_started_below_the_audit_hook_is_refused_by_seccomp(locked):
+    assert locked["notes"] == [] and "Operation not permitted" in locked["fork_exec"], locked
+
+
+def test_after_the_lock_honest_code_in_threads_still_computes(locked):
+    assert locked["honest"] == "went through", locked
+
+
+def test_a_scope_puts_the_library_back_when_it_ends():
+    x = torch.randn(4, 3, 5)
+    with pytest.raises(RuntimeError, match=REFUSED), Scope(NORM_OPS, REFERENCE_NORM_WATCH):
+        torch.nn.functional.batch_norm(x, None, None, training=True)
+    torch.nn.functional.batch_norm(x, None, None, training=True)
+    import coursekit.reference.functional as ref
+
+    ref.batch_norm(x, None, None, training=True)
+
+
+def test_a_scope_refuses_update_bn_captured_before_it_started():
+    from torch.optim.swa_utils import update_bn
+
+    model = torch.nn.Sequential(torch.nn.BatchNorm1d(3))
+    with pytest.raises(RuntimeError, match=REFUSED), Scope({}, UPDATE_BN_WATCH):
+        update_bn([torch.randn(4, 3)], model)
+    update_bn([torch.randn(4, 3)], model)
+
+
+def test_the_seccomp_program_jumps_inside_itself():
+    prog = program()
+    for i, (code, jt, jf, _k) in enumerate(prog):
+        if code & 0x07 == 0x05:  # a jump: both targets inside the program
+            assert i + 1 + jt < len(prog) and i + 1 + jf < len(prog)
+    assert prog[-1][0] == 0x06  # ends with a return
