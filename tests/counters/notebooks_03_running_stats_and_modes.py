@@ -70,6 +70,12 @@ COUNTERS = [
 import types
 nn = types.SimpleNamespace(BatchNorm1d=lambda c, momentum: torch.nn.BatchNorm1d(c, momentum=1 - momentum))
 """, why="layers in Keras' convention (momentum weights the old value): 0.99 is then the right smoothing"),
+    Counter("c11-check", setup="traces = {**traces, 0.5: running_trace(None, data)}",
+            why="the cumulative average in place of momentum 0.5: no more fluctuation than itself", lines=("fluctuates",)),
+    Counter("c11-check", setup="traces = {m: running_trace(m, data, start=(true_mean, true_std ** 2)) for m in momenta}",
+            why="layers whose running statistics start at the true values: nothing to forget", lines=("momentum=0.01",)),
+    Counter("c11-check", setup="traces = {**traces, None: running_trace(0.5, data)}",
+            why="an exponential average (momentum 0.5) in place of the cumulative one", lines=("momentum=None equals",)),
     *(Counter("c15", setup=VARIANT + f"nn = variant({choice})", why=why, lines=(line,)) for choice, why, line in (
         ("normalize_correction=1", "a layer that normalizes with the unbiased variance", "output normalized"),
         ("store_correction=0", "a layer that stores the biased variance", "running_var"),
