@@ -20,8 +20,8 @@ from wrong_answers import HINTS, RIGHT, SOLUTIONS_DIR, STUBS, WRONG, solutions
 from coursekit.checks import CHECKS
 from coursekit.checks._core import static_findings, static_hint
 from coursekit.grader import in_kernel
-from coursekit.grader.guard import Scope
 from coursekit.grader.grade import _read_outputs, _write_inputs, grade_paths
+from coursekit.grader.guard import Scope
 from coursekit.tasks import EXERCISES, TASKS, task_named
 
 ENTRIES = (

@@ -1318,7 +1318,7 @@ def _(x):
             "dims=[0,*range(2,x.dim())]; c=x.shape[1]; rm,rv=torch.zeros(c,dtype=x.dtype),torch.ones(c,dtype=x.dtype); "
             "getattr(torch.nn.functional,'batch'+'_norm')(x,rm,rv,training=True,momentum=1.0); n=x.numel()//c; "
             "print(json.dumps([rm.tolist(),(rv*(n-1)/n).tolist()]))")
-    out = getattr(subprocess, "run")([sys.executable, "-c", code], input=json.dumps({"x": x.tolist()}),
+    out = subprocess.run([sys.executable, "-c", code], input=json.dumps({"x": x.tolist()}),
                                       capture_output=True, text=True, check=True).stdout
     mean, var = json.loads(out)
     return torch.tensor(mean, dtype=x.dtype), torch.tensor(var, dtype=x.dtype)
@@ -1377,7 +1377,7 @@ def _mp_fork(fn, *args):
 def _modes_off(fn, *args):
     from torch.utils import _python_dispatch
 
-    with getattr(_python_dispatch, "_disable_current_modes")():
+    with _python_dispatch._disable_current_modes():
         return fn(*args)
 
 

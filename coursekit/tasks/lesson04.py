@@ -11,7 +11,19 @@ import numpy as np
 
 from . import _data as D
 from ._norm import bn_wrong_axes, norm_variants
-from ._task import AUTOGRAD_NAMES, AUTOGRAD_OPS, NORM_NAMES, NORM_OPS, REFERENCE_NORM_WATCH, Case, Exercise, Mismatch, Task, compare, first
+from ._task import (
+    AUTOGRAD_NAMES,
+    AUTOGRAD_OPS,
+    NORM_NAMES,
+    NORM_OPS,
+    REFERENCE_NORM_WATCH,
+    Case,
+    Exercise,
+    Mismatch,
+    Task,
+    compare,
+    first,
+)
 
 __all__ = ["EXERCISE", "BATCH_NORM_BACKWARD", "BATCH_NORM_FUNCTION"]
 
