@@ -182,17 +182,22 @@ def test_classroom_records_the_score_of_the_whole_assignment_and_names_every_tas
     assert len(set(lines)) == len(lines)  # no two anonymous identical lines
 
 
-def test_an_empty_submission_records_zero_of_the_total(tmp_path):
-    """An empty exercises/ (exit 2): Classroom records Points 0/16 and Gradescope 0 of 16, every task missing."""
-    (tmp_path / "exercises").mkdir()
+@pytest.mark.parametrize("exists", [True, False])
+def test_an_empty_or_missing_submission_records_zero_of_the_total(tmp_path, exists):
+    """An empty exercises/ (exit 2) or none at all (exit 1: it cannot be read): Classroom records Points
+    0/16 and Gradescope 0 of 16, every task of the assignment missing and named."""
+    if exists:
+        (tmp_path / "exercises").mkdir()
     code = _cli([str(tmp_path / "exercises"), "--solutions", str(ROOT / "solutions"),
                  "--classroom-base64", str(tmp_path / "c.b64"), "--gradescope", str(tmp_path / "g.json")])
-    assert code == 2
+    assert code == (2 if exists else 1)
     lines, notice, failed = reporter((tmp_path / "c.b64").read_text())
-    assert notice == f"Points 0/{TOTAL}" and failed and len(lines) == len(ALL_IDS)
-    assert all("missing" in ln for ln in lines)
+    task_lines = [ln for ln in lines if "not counted" not in ln]
+    assert notice == f"Points 0/{TOTAL}" and failed and len(task_lines) == len(ALL_IDS)
+    assert all(tid in ln and "missing" in ln for tid, ln in zip(ALL_IDS, task_lines))
     gs = json.loads((tmp_path / "g.json").read_text())
-    assert gs["score"] == 0 and sum(t["max_score"] for t in gs["tests"]) == TOTAL and "no notebook" in gs["output"]
+    assert gs["score"] == 0 and sum(t["max_score"] for t in gs["tests"]) == TOTAL
+    assert "no notebook" in gs["output"] if exists else "No such file" in gs["output"]
 
 
 def _weighted():
