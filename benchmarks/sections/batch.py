@@ -56,6 +56,32 @@ def _by_learner(payload, learners: list[str]) -> dict[str, list]:
     return {k: [r.get("score"), r.get("max_score")] for k, r in zip(keys, items)}
 
 
+_LOCK_TIMER = """
+import json, sys, time
+import torch  # noqa: F401  (as in the kernel: torch is loaded by the setup cell before the lock)
+from coursekit.grader import grade
+from coursekit.tasks import exercise_for
+source = grade._lock_cell(exercise_for(sys.argv[1]).tasks)
+t0 = time.perf_counter()
+exec(source)
+print(json.dumps(time.perf_counter() - t0))
+"""
+
+
+def _lock_cost(lessons, repeats: int) -> dict:
+    """Seconds the guard's lock cell takes in a fresh Python with torch loaded (what each kernel pays once)."""
+    import json
+    import subprocess
+    import sys
+
+    out = {}
+    for lesson in lessons:
+        runs = [json.loads(subprocess.run([sys.executable, "-c", _LOCK_TIMER, lesson], capture_output=True, text=True,
+                                          check=True).stdout) for _ in range(repeats)]
+        out[lesson] = round(median(runs), 4)
+    return out
+
+
 def run(quick: bool) -> dict:
     options = grade_options()
     repeats = 1 if quick else 4  # even: each variant runs first equally often (the first run meets cold caches)
@@ -82,7 +108,11 @@ def run(quick: bool) -> dict:
     as_expected = len(scored) == len(subs) and all(full.get(k) == (kind == "solved") for k, kind in kinds.items())
     per_sub = median(times["json"])
     r = ratios(times["all"], times["json"])
+    lessons = sorted({s["lesson"] for s in subs})
+    lock = _lock_cost(lessons, 1 if quick else 3)
     return {
+        "guard_lock_s": lock,  # per kernel, once (coursekit.grader.guard.lock)
+        "guard_lock_share": round(max(lock.values()) / per_sub, 4),
         "submissions": len(subs),
         "mix": {kind: sum(1 for s in subs if s["kind"] == kind) for kind in ("solved", "untouched", "wrong")},
         "lessons": sorted({s["lesson"] for s in subs}),
@@ -131,6 +161,10 @@ def render(sec: dict) -> list[str]:
         f"s/submission (ratio {sec['ratio_vs_before']}; within {OUTPUTS_TOLERANCE}×: "
         f"{yes(sec['not_slower_than_before_met'])}). Not interleaved with this run, and the earlier batch was "
         "lesson 02 only: an indication, not a side-by-side ratio.",
+        *([f"- The run-time guard's lock cell (`coursekit.grader.guard.lock`, once per kernel): "
+           f"{', '.join(f'lesson {k} {1e3 * v:.0f} ms' for k, v in sec['guard_lock_s'].items())} (median in a fresh "
+           f"Python with torch loaded), {100 * sec['guard_lock_share']:.1f} % of a submission's time."]
+          if "guard_lock_s" in sec else []),
         f"- External, for scale (not re-measured; {ext['source']}): nbgrader 0.9.6 `autograde` "
         f"{ext['nbgrader_0.9.6_autograde_s_per_submission']} s/submission, otter-grader 7.0.0 `otter run` "
         f"(no container) {ext['otter_grader_7.0.0_run_no_container_s_per_submission']} s/submission.",
