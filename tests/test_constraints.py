@@ -1,6 +1,7 @@
 """The install files agree: the torch pin is present everywhere an install happens, each supported
 Python has a pin for every package, pyproject's lower bounds admit exactly those pins, and the
 Python 3.10 set resolves with pip's resolver (``--python-version 3.10``, no 3.10 interpreter needed)."""
+import json
 import pathlib
 import re
 import subprocess
@@ -80,7 +81,12 @@ def test_python_310_resolves(tmp_path):
     """pip's resolver, for Python 3.10 with binary wheels only, installs the course's 3.10 pins: torch 2.13.0
     has a cp310 wheel (index query) and everything else resolves together with its dependencies
     (a dry run; torch's own CUDA dependency wheels, gigabytes, are left out of that run: setup.sh and
-    CI install the CPU build, which has none). Skips only when the package index cannot be reached."""
+    CI install the CPU build, which has none). ``--python-version`` alone does not apply a wheel's
+    Requires-Python here (pip 23.2 accepted ipykernel 7.4.0, ``>=3.11``, that a real 3.10 refuses), so
+    every resolved package's Requires-Python, read from pip's ``--report``, must admit 3.10.12
+    (Ubuntu 22.04's). Skips only when the package index cannot be reached."""
+    from packaging.specifiers import SpecifierSet
+
     probe = _pip("index", "versions", "torch", "--python-version", "3.10", "--only-binary=:all:", timeout=120)
     if probe.returncode != 0 and re.search(r"connect|resolve|unreachable|Network|timed out|No matching distribution",
                                            probe.stderr, re.I):
@@ -91,14 +97,18 @@ def test_python_310_resolves(tmp_path):
     constraints = tmp_path / "constraints-3.10.txt"
     constraints.write_text("".join(f"{n}=={v}\n" for n, v in pinned.items() if n != "torch"))
     wanted = [f"{r.name}{r.specifier}" for r in project_requirements("3.10") if r.name != "torch"]
-    done = _pip("install", "--dry-run", "--python-version", "3.10", "--only-binary=:all:", "--target", str(tmp_path / "t"),
-                "-c", str(constraints), *wanted)
+    report = tmp_path / "report.json"
+    done = _pip("install", "--dry-run", "--quiet", "--report", str(report), "--python-version", "3.10",
+                "--only-binary=:all:", "--target", str(tmp_path / "t"), "-c", str(constraints), *wanted)
     assert done.returncode == 0, "\n".join(ln for ln in done.stderr.splitlines() if "is ignored" not in ln)[-3000:]
-    would = dict(re.findall(r"(\S+?)-(\d[^\s-]*)", done.stdout.split("Would install", 1)[1]))
-    norm = {k.lower().replace("_", "-"): v for k, v in would.items()}
+    installs = json.loads(report.read_text())["install"]
+    meta = {item["metadata"]["name"].lower().replace("_", "-"): item["metadata"] for item in installs}
+    refused = {n: m["requires_python"] for n, m in meta.items()
+               if m.get("requires_python") and not SpecifierSet(m["requires_python"]).contains("3.10.12")}
+    assert not refused, f"these resolved packages do not run on Python 3.10: {refused}"
     for name, version in pinned.items():
         if name != "torch":
-            assert norm.get(name.lower().replace("_", "-")) == version, (name, version)
+            assert meta[name.lower().replace("_", "-")]["version"] == version, (name, version)
 
 
 def test_documented_commands_are_the_ci_commands():
