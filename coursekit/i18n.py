@@ -162,6 +162,8 @@ _NAME = re.compile(
     r"|\b\w*_\w+\b"  # snake_case: running_mean, num_features
     r"|\b[A-Za-z]+\d+[A-Za-z]*\b"  # with digits: BatchNorm2d, Conv2d
     r"|\b[A-Z][a-z]+(?:[A-Z][a-z0-9]*)+\b"  # CamelCase: PyTorch, LayerNorm
+    r"|(?<![\w.])\.[A-Za-z_]\w*\(\)"  # a method: .detach(), .item()
+    r"|\b[A-Za-z_]\w*=[\w.+-]+"  # a keyword argument: unbiased=False, eps=1e-5
 )
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 
