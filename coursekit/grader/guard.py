@@ -161,19 +161,22 @@ def protected_paths(targets) -> tuple[str, ...]:
     """Source and bytecode paths of the refused implementations (their package directory, or the file
     and its ``__pycache__`` entries): opening them is refused, so the code cannot be read and rebuilt."""
     out = set()
-    for target in targets:
-        module = sys.modules.get(target.partition(":")[0])
-        path = getattr(module, "__file__", None)
-        if not path:
-            continue
-        path = os.path.realpath(path)
-        folder, name = os.path.split(path)
-        if name == "__init__.py":
-            out.add(folder + os.sep)
-        else:
-            stem = name.rsplit(".", 1)[0]
-            out.update({path, os.path.join(folder, "__pycache__", stem + ".")})
+    for module in {t.partition(":")[0] for t in targets}:
+        if module in sys.modules:
+            out.update(_module_paths(module))
     return tuple(sorted(out))
+
+
+@functools.lru_cache(maxsize=None)
+def _module_paths(module: str) -> tuple[str, ...]:
+    path = getattr(sys.modules.get(module), "__file__", None)
+    if not path:
+        return ()
+    path = os.path.realpath(path)
+    folder, name = os.path.split(path)
+    if name == "__init__.py":
+        return (folder + os.sep,)
+    return path, os.path.join(folder, "__pycache__", name.rsplit(".", 1)[0] + ".")
 
 
 # ------------------------------------------------------------------------------ the audit hook
