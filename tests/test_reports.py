@@ -171,6 +171,8 @@ def test_classroom_shows_every_failed_tasks_feedback(run):
         what, hint = hint_of(t)
         assert what in entry["message"] and hint in entry["message"]
     assert hint_of(_tasks(run["results"]["dave"])[1])[1] in tests["02.batch_norm_train (0/1)"]["message"]
+    # the reporter shows no line_no for an error test: the answer cell's line is in the message
+    assert "(line 2 of your answer cell: raise ValueError(" in tests["02.channel_stats (0/1)"]["message"]
     alice = json.loads((run["out"] / "classroom-alice.json").read_text())["tests"]
     assert [t["status"] for t in alice] == ["pass", "pass"] and all(t["score"] == t["max_score"] == 1 for t in alice)
     carol = json.loads((run["out"] / "classroom-carol.json").read_text())["tests"]

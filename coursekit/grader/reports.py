@@ -84,7 +84,9 @@ def classroom_report(grade: LearnerGrade) -> dict:
     ``pass`` as ``✅ <name>`` and any other test only as ``Error: <message>``; so a task that passed is
     ``pass`` named ``<task id> (<points>/<max>)``, and every other task is ``error`` with a message that
     starts with ``❌ <task id> (0/<max>) <status>:`` then the feedback and hint: each printed line names
-    its task and verdict. ``line_no`` is 0 (no line): the grader knows no line of the learner's cell.
+    its task and verdict. ``line_no`` is 0 (no line): the reporter shows a line only for ``pass`` and
+    ``fail`` tests, so the line of the answer cell an exception came from, when known, is in the
+    message (``raised ValueError: ... (line 3 of your answer cell: ...)``).
     Classroom records the sum of the tests' scores over ``max_score``, the assignment's total (a missing
     notebook's tasks are in ``tests`` with 0 points), so a missing or empty ``exercises/`` records 0 of
     it. A notebook that did not count is an ``error`` test worth 0. The reporter reads the object
