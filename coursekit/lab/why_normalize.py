@@ -10,9 +10,10 @@ BatchNorm statistics, its own data, batches and learning rate, so the result is 
 checks this), only many times faster.
 
 * ``ParallelMLP``: ``K`` copies of ``training.mlp`` networks, stacked;
-* ``train_parallel`` / ``ParallelRun``: Adam training of all ``K`` at once, with per-epoch test
-  losses, optional noise injected after each BN layer (Santurkar et al., 2018), a per-step
-  smoothness measure and a per-step measure of how far each layer's input distribution moves;
+* ``train_parallel`` / ``ParallelRun``: Adam training of all ``K`` at once (MSE or
+  cross-entropy), with per-epoch test losses, optional noise injected after each BN layer
+  (Santurkar et al., 2018), a per-step smoothness measure, a per-step measure of how far each
+  layer's input distribution moves, and an optional per-step monitor (``coursekit.lab.diagnostics``);
 * ``seed_net`` / ``train_grid``: the lesson's networks, and a sweep (learning rates or weight
   scales x seeds) trained as one ``ParallelMLP``;
 * ``layer_gradient_norms``: per-layer weight-gradient norms of a network (vanishing gradients);
