@@ -244,6 +244,10 @@ def test_assignment_from_the_command_line_and_the_template(tmp_path):
     (trusted / "pyproject.toml").write_text('[tool.coursekit]\nassignment = "2"\n')
     with pytest.raises(ValueError, match=r"pyproject.toml \[tool.coursekit\] assignment"):
         load_assignment(None, trusted / "exercises")
+    shutil.copy(ROOT / "exercises" / f"{STEM}.ipynb", trusted / "exercises")
+    assert _cli([str(trusted / "exercises"), "--solutions", str(trusted / "exercises")]) == 2  # refused before grading
+    assert _cli([str(trusted / "exercises"), "--solutions", str(ROOT / "solutions"), "--assignment", "02,09"]) == 2
+    assert _cli([str(trusted / "exercises"), "--solutions", str(tmp_path / "nowhere")]) == 2
 
 
 def test_notebooks_outside_the_assignment_do_not_count(graded):

@@ -57,19 +57,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _setup(args: argparse.Namespace):
-    """(solutions, assignment) for this run, or an exit status 2 after saying what is wrong."""
+    """(solutions, assignment) for this run, or None after saying what is wrong (exit status 2)."""
     solutions = getattr(args, "solutions", None) or default_solutions()
     if solutions is None or not Path(solutions).is_dir():
         where = ("no course repository around the current directory or where coursekit is installed from"
                  if solutions is None else f"got {solutions}, not a directory")
         print(f"coursekit grade: expected --solutions DIR (the instructor's solutions or a trusted copy of the "
               f"built exercises); {where}", file=sys.stderr)
-        return 2
+        return None
     try:
         assignment = load_assignment(getattr(args, "assignment", None), solutions)
     except (ValueError, OSError) as exc:
         print(f"coursekit grade: {exc}", file=sys.stderr)
-        return 2
+        return None
     return Path(solutions), assignment
 
 
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         print("coursekit grade: expected --jobs >= 1 and positive timeouts", file=sys.stderr)
         return 2
     setup = _setup(args)
-    if setup == 2:
+    if setup is None:
         return 2
     solutions, assignment = setup
     files = list(dict.fromkeys(expand(args.submissions)))  # a path given twice is one submission
