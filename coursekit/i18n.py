@@ -298,6 +298,7 @@ class Finding:
 
     notebook: str
     cell: str
+    kind: str  # "missing", "stale" or "broken" (drops a number, code name, formula, link or term)
     problem: str
 
     def __str__(self) -> str:
@@ -319,11 +320,11 @@ def findings(source: str, lang: str = "zh-CN", root: Path | None = None) -> list
     for cid, text in _markdown(read_notebook(root / source)):
         entry = entries.get(cid)
         if entry is None or not entry.msgstr:
-            out.append(Finding(source, cid, "no translation (run `coursekit translate extract`, then translate)"))
+            out.append(Finding(source, cid, "missing", "no translation (run `coursekit translate extract`, then translate)"))
         elif entry.msgid != text or entry.fuzzy:
-            out.append(Finding(source, cid, "stale: the English cell changed since it was translated"))
+            out.append(Finding(source, cid, "stale", "stale: the English cell changed since it was translated"))
         else:
-            out += [Finding(source, cid, p) for p in translation_problems(text, entry.msgstr, lang, root)]
+            out += [Finding(source, cid, "broken", p) for p in translation_problems(text, entry.msgstr, lang, root)]
     return out
 
 
