@@ -167,7 +167,7 @@ def protected_paths(targets) -> tuple[str, ...]:
     return tuple(sorted(out))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _module_paths(module: str) -> tuple[str, ...]:
     path = getattr(sys.modules.get(module), "__file__", None)
     if not path:
@@ -183,8 +183,12 @@ def _module_paths(module: str) -> tuple[str, ...]:
 def _hook(paths: tuple[str, ...], imports: tuple[str, ...], armed: list | None):
     """An audit hook refusing what the module docstring lists; ``armed`` (a one-item list) switches it
     for a check, ``None`` means always (the grader: nothing left to switch)."""
+    import pathlib
+
     process, reach = _PROCESS_EVENTS, _REACH_EVENTS
-    realpath, fsdecode, isinstance_, error = os.path.realpath, os.fsdecode, isinstance, PermissionError
+    realpath, fsdecode, type_, error = os.path.realpath, os.fsdecode, type, PermissionError
+    # a path of another type could name one file here and another when opened (``__fspath__`` asked twice)
+    plain = (str, bytes, type(pathlib.Path()))
 
     def hook(event, args):
         if armed is not None and not armed[0]:
@@ -197,7 +201,9 @@ def _hook(paths: tuple[str, ...], imports: tuple[str, ...], armed: list | None):
             raise error(refusal("call", f"{args[0]} (a library normalization)"))
         if event == "object.__setattr__" and args[1] == "__code__":
             raise error(refusal("access", "replacing a function's __code__"))
-        if event == "open" and paths and not isinstance_(args[0], int):
+        if event == "open" and paths and type_(args[0]) is not int:
+            if type_(args[0]) not in plain:
+                raise error(refusal("access", f"opening a {type_(args[0]).__name__} path"))
             path = realpath(fsdecode(args[0]))
             if path.startswith(paths) or path in paths:
                 raise error(refusal("access", f"reading {path}"))
