@@ -194,7 +194,7 @@ def test_monitor_sees_each_step_and_the_update_just_applied():
 def test_seed_net_kaiming_scale():
     """weight_std='kaiming': N(0, (5/3)^2 / fan_in) weights (tanh gain), so a wide layer's std is 5/3/sqrt(fan_in)."""
     net = seed_net(False, 0, weight_std="kaiming", bias_init=0.0, hidden=400, depth=2)
-    hidden = net[2].weight
+    hidden = net[2].weight.detach()
     assert abs(float(hidden.std()) - 5 / 3 / 400 ** 0.5) < 0.002
     assert abs(float(hidden.std()) - 0.1) > 0.01   # not the bad init's std
     assert bool((net[2].bias == 0).all())

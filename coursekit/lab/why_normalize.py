@@ -233,6 +233,28 @@ def _loss_function(kind: str):
     raise ValueError(f"expected loss 'mse' or 'cross_entropy' (got {kind!r})")
 
 
+def _stacked(splits: Sequence[Split]) -> list[torch.Tensor]:
+    """``x_train, y_train, x_test, y_test`` of all splits, each stacked along a new first dimension."""
+    sizes = {(len(s.x_train), len(s.x_test)) for s in splits}
+    if len(sizes) != 1:
+        raise ValueError(f"expected splits of equal sizes (got {sorted(sizes)})")
+    return [torch.stack([getattr(s, name) for s in splits]) for name in ("x_train", "y_train", "x_test", "y_test")]
+
+
+def _draw_noise(noise, model: ParallelMLP, generator: torch.Generator):
+    """One ``(scale, shift)`` per hidden layer, each ``(K, 1, hidden)`` (see ``train_parallel``), or None."""
+    if noise is None:
+        return None
+    a, b = noise
+    k, hidden = model.num_models, model.weight[0].shape[2]
+    out = []
+    for _ in range(model.depth):
+        shift = (torch.rand(k, 1, hidden, generator=generator) * 2 - 1) * a
+        scale = torch.exp((torch.rand(k, 1, hidden, generator=generator) * 2 - 1) * math.log(b))
+        out.append((scale, shift))
+    return out
+
+
 def train_parallel(model: ParallelMLP, splits: Sequence[Split], lr, seeds: Sequence[int], *, epochs: int = 6,
                    batch_size: int = 64, noise: tuple[float, float] | None = None, noise_seed: int = 0,
                    smoothness: bool = False, shift_probe: int = 0, measure_every: int = 1,
@@ -290,13 +312,7 @@ def train_parallel(model: ParallelMLP, splits: Sequence[Split], lr, seeds: Seque
         raise ValueError(f"expected epochs >= 1 (got {epochs})")
     if noise is not None and (len(noise) != 2 or noise[0] < 0 or noise[1] < 1):
         raise ValueError(f"expected noise=(a, b) with a >= 0 and b >= 1 (got {noise})")
-    sizes = {(len(s.x_train), len(s.x_test)) for s in splits}
-    if len(sizes) != 1:
-        raise ValueError(f"expected splits of equal sizes (got {sorted(sizes)})")
-    x_train = torch.stack([s.x_train for s in splits])
-    y_train = torch.stack([s.y_train for s in splits])
-    x_test = torch.stack([s.x_test for s in splits])
-    y_test = torch.stack([s.y_test for s in splits])
+    x_train, y_train, x_test, y_test = _stacked(splits)
     n = x_train.shape[1]
     if not 1 < batch_size <= n:
         raise ValueError(f"expected 2 <= batch_size <= {n} (got {batch_size})")
@@ -316,18 +332,9 @@ def train_parallel(model: ParallelMLP, splits: Sequence[Split], lr, seeds: Seque
     noise_gen = torch.Generator().manual_seed(noise_seed)
     drop_gen = torch.Generator().manual_seed(dropout_seed)
     rows = torch.arange(k).unsqueeze(1)
-    hidden = model.weight[0].shape[2]
 
     def draw_noise():
-        if noise is None:
-            return None
-        a, b = noise
-        out = []
-        for _ in range(model.depth):
-            shift = (torch.rand(k, 1, hidden, generator=noise_gen) * 2 - 1) * a
-            scale = torch.exp((torch.rand(k, 1, hidden, generator=noise_gen) * 2 - 1) * math.log(b))
-            out.append((scale, shift))
-        return out
+        return _draw_noise(noise, model, noise_gen)
 
     def losses(xb, yb, noise_now, update_stats=True):
         return loss_of(model(xb, training=True, noise=noise_now, update_stats=update_stats, generator=drop_gen), yb)
