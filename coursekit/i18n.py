@@ -150,7 +150,10 @@ def glossary(lang: str = "zh-CN", root: Path | None = None) -> tuple[Term, ...]:
 
 def glossary_markdown(lang: str = "zh-CN", root: Path | None = None) -> str:
     """The glossary as a markdown table; a translation holding ``<!-- glossary -->`` gets it there."""
-    rows = [f"| {' / '.join(t.translations)} | {t.english} |" for t in glossary(lang, root)]
+    def shown(t: Term) -> str:  # a short form the check also accepts (无偏 for 无偏方差) is not shown
+        return " / ".join(z for z in t.translations if not any(z != o and z in o for o in t.translations))
+
+    rows = [f"| {shown(t)} | {t.english} |" for t in glossary(lang, root)]
     return "\n".join(["| 中文 | English |", "|---|---|", *rows])
 
 
