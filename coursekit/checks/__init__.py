@@ -21,10 +21,11 @@ How the feedback teaches:
   original layer"; the learner's exception with its full message and the line it came from;
 * **Every case runs**, and the verdict says which cases pass and which fail;
 * **Inputs must not change**: every tensor/array/module passed in is compared before and after;
-* **No shortcuts**: the aten ops PyTorch's dispatcher runs inside the learner's code are recorded,
-  so ``F.batch_norm`` is caught through a captured reference or a name built from strings; watched
-  library functions (``update_bn``, the fusion utilities) are caught on the stack; the source is
-  scanned for the same names as the grader's static scan.
+* **No shortcuts**: while the cases run, what the task re-implements is refused in every thread of
+  the process (``coursekit.grader.guard``: the library's normalization operators at PyTorch's
+  dispatcher, PyTorch's and the course's Python implementations, ``update_bn``, the fusion
+  utilities, new processes), however it is reached; the grader locks the same layers for its
+  kernel's life. The source is scanned for the same names as the grader's static scan.
 
 Checks draw their inputs from their own seed inside :func:`torch.random.fork_rng`, so they are
 deterministic and leave the notebook's random state untouched.
