@@ -238,10 +238,14 @@ def catalogue_path(source: str, lang: str = "zh-CN", root: Path | None = None) -
     return _root(root) / "i18n" / normalize_language(lang) / src.parent.name / (src.stem + ".po")
 
 
-def _markdown(nb) -> list[tuple[str, str]]:
+def _markdown(nb, source: str) -> list[tuple[str, str]]:
+    """``(cell id, English text)`` of every markdown cell; a cell without an id cannot be keyed."""
     from coursekit.build import _source
 
-    return [(c.get("id"), _source(c)) for c in nb.cells if c.cell_type == "markdown"]
+    cells = [(c.get("id"), _source(c)) for c in nb.cells if c.cell_type == "markdown"]
+    if any(not cid for cid, _ in cells):
+        raise ValueError(f"{source}: expected an id on every markdown cell (nbformat 4.5); got a cell without one")
+    return cells
 
 
 def _load(path: Path, lang: str):
@@ -287,7 +291,7 @@ def extract(lang: str = "zh-CN", root: Path | None = None) -> list[Path]:
         path = catalogue_path(source, lang, root)
         po = _load(path, lang)
         before = str(po) if path.is_file() else None
-        _update(po, source, _markdown(read_notebook(root / source)))
+        _update(po, source, _markdown(read_notebook(root / source), source))
         if str(po) != before:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(str(po) + "\n", encoding="utf-8")
@@ -320,7 +324,7 @@ def findings(source: str, lang: str = "zh-CN", root: Path | None = None) -> list
     root, lang = _root(root), normalize_language(lang)
     entries = _translations(source, lang, root)
     out = []
-    for cid, text in _markdown(read_notebook(root / source)):
+    for cid, text in _markdown(read_notebook(root / source), source):
         entry = entries.get(cid)
         if entry is None or not entry.msgstr:
             out.append(Finding(source, cid, "missing", "no translation (run `coursekit translate extract`, then translate)"))
@@ -376,7 +380,9 @@ def _translate(nb, source: str, lang: str, root: Path, built: dict[str, str]):
 
 def _set_language_in_setup(nb, lang: str) -> None:
     """The first code cell (the setup cell) ends with ``set_language(lang)``: checks answer in the edition's language."""
-    setup = next(c for c in nb.cells if c.cell_type == "code")
+    setup = next((c for c in nb.cells if c.cell_type == "code"), None)
+    if setup is None:
+        raise ValueError("an exercise notebook needs a setup cell (a first code cell); got none")
     setup.source = setup.source.rstrip("\n") + f'\n\nfrom coursekit.i18n import set_language\nset_language("{lang}")'
 
 
@@ -481,12 +487,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """``coursekit translate``: 0 on success, 1 when the edition is stale (--check) or refused, 2 on a bad --lang."""
+    """``coursekit translate``: 0 on success, 1 when the edition is stale (--check) or refused, 2 on bad input."""
     try:
-        lang = normalize_language(args.lang)
-    except ValueError as exc:
+        return _run(args, normalize_language(args.lang))
+    except ValueError as exc:  # a bad --lang, a cell without an id, a solution the build refuses
         print(f"coursekit translate: error: {exc}", file=sys.stderr)
         return 2
+
+
+def _run(args: argparse.Namespace, lang: str) -> int:
     if args.action == "extract":
         for path in extract(lang):
             print(f"updated    {path}")

@@ -249,6 +249,22 @@ def test_check_fails_on_a_changed_source_a_missing_edition_and_an_orphan(repo):
     assert stale == [f"{repo / 'notebooks/zh-CN/09_gone.ipynb'} (no source)"]
 
 
+def test_a_markdown_cell_without_an_id_or_an_exercise_without_setup_is_refused(repo):
+    nb = read_notebook(repo / "notebooks/01_x.ipynb")
+    nb.nbformat_minor = 4  # before 4.5 cells have no ids (nbformat would invent random ones for a 4.5 file)
+    for cell in nb.cells:
+        del cell["id"]
+    (repo / "notebooks/01_x.ipynb").write_text(nbformat.writes(nb, version=4))
+    with pytest.raises(ValueError, match=r"notebooks/01_x.ipynb: expected an id on every markdown cell"):
+        i18n.extract(root=repo)
+    (repo / "notebooks/01_x.ipynb").unlink()
+    _write(repo / "solutions/02_y.ipynb", _notebook([nbformat.v4.new_markdown_cell("Text.", id="m")]))
+    i18n.extract(root=repo)
+    _translate(repo, "solutions/02_y.ipynb", {"m": "文字。"})
+    with pytest.raises(ValueError, match="needs a setup cell"):
+        i18n.build_edition(root=repo)
+
+
 def test_a_learners_edited_chinese_exercise_is_kept_unless_forced(repo):
     i18n.extract(root=repo)
     _translate(repo, "solutions/02_y.ipynb", {"task-f-md": "写出 `f(x)`：2 行。"})
