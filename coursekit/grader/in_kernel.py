@@ -127,14 +127,6 @@ def _coursekit_error(exc):
     return {"type": exc.__class__.__name__, "message": message[:4000], "line": line, "code": code, "cell": cell}
 
 
-def _coursekit_describe(obj):
-    """What the learner returned, in words: "a Tensor", "a tuple of length 3"."""
-    text = f"a {type(obj).__name__}"
-    if isinstance(obj, (tuple, list)):
-        text += f" of length {len(obj)}"
-    return text
-
-
 def _coursekit_plain(out):
     """Tensors/arrays of ``out`` as numpy arrays, and what each value was (kind, dtype, requires_grad)."""
     io = _COURSEKIT_IO

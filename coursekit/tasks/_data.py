@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["x", "affine", "t", "dims_bn", "view", "desc", "exec_source"]
+__all__ = ["x", "affine", "t", "dims_bn", "view", "desc"]
 
 
 def x(rng: np.random.Generator, shape, dtype="float64") -> np.ndarray:
@@ -49,9 +49,3 @@ def desc(shape, dtype, **extra) -> str:
         text += f", {k}={v}"
     return text
 
-
-def exec_source(source: str, name: str):
-    """Run our own source (shared with the kernel side) and return the object it defines."""
-    ns: dict = {}
-    exec(compile(source, f"<coursekit-{name}>", "exec"), ns)
-    return ns[name]

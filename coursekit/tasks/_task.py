@@ -5,9 +5,10 @@ A :class:`Task` is defined once (in ``coursekit/tasks/lessonNN.py``) and both si
 * ``cases(rng)`` draws the inputs: the check cell draws VISIBLE cases from a generator seeded by the
   task's name, the grader HIDDEN ones from its secret seed (same generator, different rng). A case
   is a :class:`Case`: a description ("shape (2, 3, 4) float32"), JSON parameters and numpy arrays;
-* ``body`` is Python source defining ``_coursekit_body(case, T, A, REC)``: it calls the learner's
-  code on the inputs (``T``: tensors, ``A``: numpy arrays; learner calls inside ``with REC:``) and
-  returns ``(outputs, meta)``, plain data. It runs in the learner's kernel for the grader
+* ``body`` is the kernel-side code: a ``run_<task>`` function of ``coursekit.kernel_side`` that
+  calls the learner's code on the inputs and returns ``(outputs, meta)``, plain data, declaring the
+  keys it writes (``outputs``). ``Task.body`` is its self-contained source, defining
+  ``_coursekit_body(case, T, A, REC)``; it runs in the learner's kernel for the grader
   (``coursekit.grader.in_kernel``) and in-process for the check;
 * ``judge(params, inputs, outputs, meta)`` is the trusted comparison against PyTorch, with the
   tolerance and the recognisers of known wrong answers; it returns a :class:`Mismatch` or None;
@@ -27,6 +28,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from coursekit.kernel_side.outputs import Outputs
+
+from ._kernel_source import kernel_body
 from ._library import AUTOGRAD_OPS, describe_op, norm_implementations, norm_ops, reference_implementations
 
 __all__ = [
@@ -95,7 +99,8 @@ class Task:
         name: the name the learner defines (function or class).
         signature: what the learner writes, e.g. ``"channel_stats(x) -> (mean, var)"``.
         cases: ``rng -> list[Case]``.
-        body: kernel-side source defining ``_coursekit_body(case, T, A, REC)``.
+        body: a ``run_<task>`` function of ``coursekit.kernel_side`` (declared with ``writes``); stored as
+            the self-contained source defining ``_coursekit_body(case, T, A, REC)`` that the kernel receives.
         judge: ``(params, inputs, outputs, meta) -> Mismatch | None`` (trusted).
         kind: ``"function"`` or ``"class"`` (what the check accepts). Default: ``"function"``.
         points: points for passing every hidden case. Default: 1.
@@ -106,13 +111,16 @@ class Task:
         watch: ``"module:qualname"`` Python implementations refused at run time. Default: none.
         forbidden_names: identifiers the static scan rejects. Default: none.
         none_hint: hint for a ``NoneType`` error in the learner's code. Default: None.
+
+    ``outputs`` (set from ``body``) declares the output and meta keys the body writes: the only keys
+    the judge may read.
     """
 
     lesson: str
     name: str
     signature: str = ""
     cases: Callable[[np.random.Generator], list] | None = field(default=None, compare=False, repr=False)
-    body: str = field(default="", compare=False, repr=False)
+    body: str | Callable = field(default="", compare=False, repr=False)
     judge: Callable | None = field(default=None, compare=False, repr=False)
     kind: str = "function"
     points: int = 1
@@ -122,6 +130,12 @@ class Task:
     watch: tuple = ()
     forbidden_names: frozenset = frozenset()
     none_hint: str | None = None
+    outputs: Outputs | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self):
+        if callable(self.body):  # frozen: the kernel's source and the declaration are derived once, here
+            object.__setattr__(self, "outputs", self.body.outputs)
+            object.__setattr__(self, "body", kernel_body(self.body, self.name))
 
     @property
     def id(self) -> str:

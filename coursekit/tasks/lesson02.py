@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from coursekit.kernel_side import lesson02 as K
+
 from . import _data as D
 from ._norm import AXES_HINT, bn_wrong_axes, norm_variants
 from ._task import NORM_NAMES, NORM_OPS, REFERENCE_NORM_WATCH, Case, Exercise, Mismatch, Task, compare, first, unchanged
@@ -29,16 +31,6 @@ def _cs_cases(rng):
     ]
     return [Case(D.desc(s, d), {}, {"x": D.x(rng, s, d)}) for s, d in specs]
 
-
-_CS_BODY = r"""
-def _coursekit_body(case, T, A, REC):
-    x = T["x"]
-    with REC:
-        out = channel_stats(x)
-    if not isinstance(out, (tuple, list)) or len(out) != 2:
-        return {"x_after": x}, {"returned": _coursekit_describe(out)}
-    return {"mean": out[0], "var": out[1], "x_after": x}, {}
-"""
 
 
 def _cs_judge(params, inputs, out, meta):
@@ -90,7 +82,7 @@ CHANNEL_STATS = Task(
     "channel_stats",
     "channel_stats(x) -> (mean, var)",
     _cs_cases,
-    _CS_BODY,
+    K.run_channel_stats,
     _cs_judge,
     forbidden_ops=NORM_OPS,
     watch=REFERENCE_NORM_WATCH,
@@ -119,23 +111,6 @@ def _bnt_cases(rng):
         out.append(Case(D.desc(s, d, **extra), {"eps": eps, "grad": grad}, arrays))
     return out
 
-
-_BNT_BODY = r"""
-def _coursekit_body(case, T, A, REC):
-    x, gamma, beta = T["x"], T["gamma"], T["beta"]
-    args = (x, gamma, beta) if case["eps"] is None else (x, gamma, beta, case["eps"])
-    keep = {"x_after": x, "gamma_after": gamma, "beta_after": beta}
-    if case["grad"]:
-        for t in (x, gamma, beta):
-            t.requires_grad_(True)
-    with REC:
-        y = batch_norm_train(*args)
-    if not case["grad"] or not isinstance(y, type(x)) or not y.requires_grad or y.shape != x.shape:
-        return {"y": y, **keep}, {}
-    with REC:
-        y.backward(T["dy"])
-    return {"y": y, "x_grad": x.grad, "gamma_grad": gamma.grad, "beta_grad": beta.grad, **keep}, {}
-"""
 
 
 def _bn_train_grads(x, gamma, beta, eps, dy):
@@ -206,7 +181,7 @@ BATCH_NORM_TRAIN = Task(
     "batch_norm_train",
     "batch_norm_train(x, gamma, beta, eps=1e-5) -> y",
     _bnt_cases,
-    _BNT_BODY,
+    K.run_batch_norm_train,
     _bnt_judge,
     forbidden_ops=NORM_OPS,
     watch=REFERENCE_NORM_WATCH,

@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from coursekit.kernel_side import lesson03 as K
+
 from . import _data as D
 from ._norm import AXES_HINT, bn_wrong_axes, norm, norm_variants
 from ._task import NORM_NAMES, NORM_OPS, REFERENCE_NORM_WATCH, Case, Exercise, Mismatch, Task, compare, first, unchanged
+
+SAVED = K.SAVED_STATE_PREFIX
 
 __all__ = ["EXERCISE", "UPDATE_RUNNING_STATS", "MY_BATCH_NORM_2D", "BN_PROCESS"]
 
@@ -51,17 +55,6 @@ def _urs_cases(rng):
         for s, d, kw in specs
     ]
 
-
-_URS_BODY = r"""
-def _coursekit_body(case, T, A, REC):
-    rm, rv, x = T["running_mean"], T["running_var"], T["x"]
-    with REC:
-        out = update_running_stats(rm, rv, x, **case["kwargs"])
-    keep = {"rm_after": rm, "rv_after": rv, "x_after": x}
-    if not isinstance(out, (tuple, list)) or len(out) != 2:
-        return keep, {"returned": _coursekit_describe(out)}
-    return {"new_mean": out[0], "new_var": out[1], **keep}, {}
-"""
 
 
 def _urs_judge(params, inputs, out, meta):
@@ -126,7 +119,7 @@ UPDATE_RUNNING_STATS = Task(
     "update_running_stats",
     "update_running_stats(running_mean, running_var, x, momentum=0.1, num_batches_tracked=0) -> (mean, var)",
     _urs_cases,
-    _URS_BODY,
+    K.run_update_running_stats,
     _urs_judge,
     forbidden_ops=NORM_OPS,
     watch=REFERENCE_NORM_WATCH,
@@ -137,11 +130,11 @@ UPDATE_RUNNING_STATS = Task(
 # ------------------------------------------------------------------------------------ MyBatchNorm2d
 def _bn_state(rng, c, dtype, nbt=5):
     return {
-        "load_weight": rng.uniform(0.5, 1.5, c).astype(dtype),
-        "load_bias": rng.standard_normal(c).astype(dtype),
-        "load_running_mean": rng.standard_normal(c).astype(dtype),
-        "load_running_var": rng.uniform(0.5, 1.5, c).astype(dtype),
-        "load_num_batches_tracked": np.array(nbt, dtype=np.int64),
+        SAVED + "weight": rng.uniform(0.5, 1.5, c).astype(dtype),
+        SAVED + "bias": rng.standard_normal(c).astype(dtype),
+        SAVED + "running_mean": rng.standard_normal(c).astype(dtype),
+        SAVED + "running_var": rng.uniform(0.5, 1.5, c).astype(dtype),
+        SAVED + "num_batches_tracked": np.array(nbt, dtype=np.int64),
     }
 
 
@@ -149,7 +142,7 @@ def _mybn_cases(rng):
     out = [
         Case(
             "state_dict keys, initial values, load to and from nn.BatchNorm2d",
-            {"kind": "state", "C": 3, "kwargs": {}},
+            {"scenario": "state", "C": 3, "kwargs": {}},
             _bn_state(rng, 3, _F32),
         )
     ]
@@ -159,7 +152,7 @@ def _mybn_cases(rng):
         out.append(
             Case(
                 D.desc(s, d, mode="train", momentum=mom, eps=eps),
-                {"kind": "train", "C": s[1], "kwargs": {"eps": eps, "momentum": mom}},
+                {"scenario": "train", "C": s[1], "kwargs": {"eps": eps, "momentum": mom}},
                 arrays,
             )
         )
@@ -167,7 +160,7 @@ def _mybn_cases(rng):
     out.append(
         Case(
             D.desc(s, _F64, mode="eval"),
-            {"kind": "eval", "C": 3, "kwargs": {}},
+            {"scenario": "eval", "C": 3, "kwargs": {}},
             {**_bn_state(rng, 3, _F64), "x0": D.x(rng, s, _F64)},
         )
     )
@@ -175,7 +168,7 @@ def _mybn_cases(rng):
     out.append(
         Case(
             D.desc(s, _F32, affine=False, track_running_stats=False),
-            {"kind": "plain", "C": 3, "kwargs": {"affine": False, "track_running_stats": False}},
+            {"scenario": "plain", "C": 3, "kwargs": {"affine": False, "track_running_stats": False}},
             {"x0": D.x(rng, s, _F32)},
         )
     )
@@ -183,74 +176,12 @@ def _mybn_cases(rng):
     out.append(
         Case(
             D.desc(s, _F64, gradients="autograd"),
-            {"kind": "grad", "C": 3, "kwargs": {}},
+            {"scenario": "grad", "C": 3, "kwargs": {}},
             {**_bn_state(rng, 3, _F64), "x0": D.x(rng, s, _F64), "dy": rng.standard_normal(s)},
         )
     )
     return out
 
-
-_MYBN_BODY = r"""
-def _coursekit_body(case, T, A, REC):
-    import torch
-    from torch.nn.modules.batchnorm import _NormBase
-    cls = MyBatchNorm2d
-    if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
-        return {}, {"not_module": True}
-    if issubclass(cls, _NormBase):
-        return {}, {"subclasses": True}
-    with REC:
-        m = cls(case["C"], **case["kwargs"])
-    if not isinstance(m, torch.nn.Module):
-        return {}, {"instance": type(m).__name__}
-    sd = m.state_dict()
-    meta = {"keys": sorted(sd), "params": sorted(n for n, _ in m.named_parameters()),
-            "kinds": {k: [str(v.dtype).replace("torch.", ""), list(v.shape)] if isinstance(v, torch.Tensor) else type(v).__name__
-                      for k, v in sd.items()}}
-    out = {"init_" + k: v.clone() for k, v in sd.items() if isinstance(v, torch.Tensor)}
-    load = {k[5:]: v for k, v in T.items() if k.startswith("load_")}
-    kind = case["kind"]
-    if kind != "plain" and meta["keys"] != sorted(load):
-        return out, meta
-    if kind == "state":
-        with REC:
-            m.load_state_dict(load)
-        out.update({"loaded_" + k: v for k, v in m.state_dict().items()})
-        return out, meta
-    m = m.to(T["x0"].dtype)
-    if kind != "plain":
-        with REC:
-            m.load_state_dict({k: (v if k == "num_batches_tracked" else v) for k, v in load.items()})
-    if kind == "train":
-        m.train()
-        for i in range(3):
-            with REC:
-                y = m(T[f"x{i}"])
-            out[f"y{i}"] = y
-            out.update({f"step{i}_" + k: v.clone() for k, v in m.state_dict().items()})
-    elif kind == "eval":
-        m.eval()
-        with REC:
-            out["y0"] = m(T["x0"])
-        out.update({"after_" + k: v.clone() for k, v in m.state_dict().items()})
-    elif kind == "plain":
-        for mode in (True, False):
-            m.train(mode)
-            with REC:
-                out["y_train" if mode else "y_eval"] = m(T["x0"])
-    else:
-        m.train()
-        x = T["x0"].clone().requires_grad_(True)
-        with REC:
-            y = m(x)
-        out["y0"] = y
-        if isinstance(y, torch.Tensor) and y.requires_grad:
-            with REC:
-                y.backward(T["dy"])
-            params = dict(m.named_parameters())
-            out.update(x_grad=x.grad, weight_grad=params["weight"].grad, bias_grad=params["bias"].grad)
-    return out, meta
-"""
 
 
 def _ref_bn(params, inputs, dtype="float64"):
@@ -258,7 +189,7 @@ def _ref_bn(params, inputs, dtype="float64"):
     from torch import nn
 
     ref = nn.BatchNorm2d(params["C"], **params["kwargs"]).double()
-    load = {k[5:]: torch.from_numpy(v.copy()) for k, v in inputs.items() if k.startswith("load_")}
+    load = {k[len(SAVED):]: torch.from_numpy(v.copy()) for k, v in inputs.items() if k.startswith(SAVED)}
     if load:
         ref.load_state_dict({k: (v if k == "num_batches_tracked" else v.double()) for k, v in load.items()})
     return ref
@@ -332,7 +263,7 @@ def _mybn_judge(params, inputs, out, meta):
         )
     if meta.get("instance"):
         return Mismatch(f"MyBatchNorm2d(...) gave a {meta['instance']}", hint="write class MyBatchNorm2d(nn.Module)")
-    kind = params["kind"]
+    kind = params["scenario"]
     ref = nn.BatchNorm2d(params["C"], **params["kwargs"])
     rsd = ref.state_dict()
     if meta["keys"] != sorted(rsd):
@@ -372,7 +303,7 @@ def _mybn_judge(params, inputs, out, meta):
             m = compare(
                 f"{k} after load_state_dict",
                 out.get("loaded_" + k),
-                inputs["load_" + k],
+                inputs[SAVED + k],
                 hint="load_state_dict must fill weight, bias and the running buffers",
             )
             if m:
@@ -432,7 +363,7 @@ def _mybn_judge(params, inputs, out, meta):
                         hint="in eval mode the running statistics (and num_batches_tracked) must not change",
                     )
                     for k in ("running_mean", "running_var", "num_batches_tracked")
-                    if not np.array_equal(out["after_" + k], inputs["load_" + k])
+                    if not np.array_equal(out["after_" + k], inputs[SAVED + k])
                 ),
                 None,
             ),
@@ -477,7 +408,7 @@ MY_BATCH_NORM_2D = Task(
     "MyBatchNorm2d",
     "a class MyBatchNorm2d(nn.Module)",
     _mybn_cases,
-    _MYBN_BODY,
+    K.run_my_batch_norm_2d,
     _mybn_judge,
     kind="class",
     forbidden_ops=NORM_OPS,
@@ -507,17 +438,6 @@ def _bnp_cases(rng):
         for s, d, kw in specs
     ]
 
-
-_BNP_BODY = r"""
-def _coursekit_body(case, T, A, REC):
-    feature, mean, var = A["feature"], A["mean"], A["var"]
-    with REC:
-        out = bn_process(feature, mean, var, **case["kwargs"])
-    keep = {"feature_after": feature, "mean_after": mean, "var_after": var}
-    if not isinstance(out, (tuple, list)) or len(out) != 3:
-        return keep, {"returned": _coursekit_describe(out)}
-    return {"out": out[0], "new_mean": out[1], "new_var": out[2], **keep}, {}
-"""
 
 
 def _bnp_judge(params, inputs, out, meta):
@@ -591,7 +511,7 @@ BN_PROCESS = Task(
     "bn_process",
     "bn_process(feature, mean, var, momentum=0.1, eps=1e-5) -> (out, new_mean, new_var)",
     _bnp_cases,
-    _BNP_BODY,
+    K.run_bn_process,
     _bnp_judge,
     forbidden_ops=NORM_OPS,
     watch=REFERENCE_NORM_WATCH,

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from coursekit.kernel_side import lesson04 as K
+
 from . import _data as D
 from ._norm import bn_wrong_axes, norm_variants
 from ._task import (
@@ -121,17 +123,6 @@ def _bwd_cases(rng):
     return out
 
 
-_BWD_BODY = r"""
-def _coursekit_body(case, T, A, REC):
-    dy, x_hat, inv_std, gamma = T["dy"], T["x_hat"], T["inv_std"], T["gamma"]
-    with REC:
-        out = batch_norm_backward(dy, (x_hat, inv_std, gamma))
-    keep = {"dy_after": dy, "x_hat_after": x_hat, "inv_std_after": inv_std, "gamma_after": gamma}
-    if not isinstance(out, (tuple, list)) or len(out) != 3:
-        return keep, {"returned": _coursekit_describe(out)}
-    return {"dx": out[0], "dgamma": out[1], "dbeta": out[2], **keep}, {}
-"""
-
 
 def _bwd_judge(params, inputs, out, meta):
     from ._task import unchanged
@@ -192,7 +183,7 @@ BATCH_NORM_BACKWARD = Task(
     "batch_norm_backward",
     "batch_norm_backward(dy, cache) -> (dx, dgamma, dbeta)",
     _bwd_cases,
-    _BWD_BODY,
+    K.run_batch_norm_backward,
     _bwd_judge,
     forbidden_ops=NORM_OPS | AUTOGRAD_OPS,
     forbid_autograd=True,
@@ -230,35 +221,6 @@ def _fn_cases(rng):
     )
     return out
 
-
-_FN_BODY = r"""
-def _coursekit_body(case, T, A, REC):
-    import torch
-    fn = BatchNormFunction
-    if not (isinstance(fn, type) and issubclass(fn, torch.autograd.Function)):
-        return {}, {"not_function": True}
-    x, g, b = (T[k].requires_grad_(True) for k in ("x", "gamma", "beta"))
-    eps = case["eps"]
-    if case["gradcheck"]:
-        with REC:
-            y = fn.apply(x, g, b, eps)
-        if not isinstance(y, torch.Tensor) or not y.requires_grad or y.shape != x.shape:
-            return {"y": y}, {}
-        out = {"y": y}
-        for i in range(len([k for k in T if k.startswith("dy")])):
-            with REC:
-                dx, dg, db = torch.autograd.grad(y, (x, g, b), T[f"dy{i}"], retain_graph=True, allow_unused=True)
-            out.update({f"dx{i}": dx, f"dgamma{i}": dg, f"dbeta{i}": db})
-        return out, {}
-    keep = {"x_after": x, "gamma_after": g, "beta_after": b}
-    with REC:
-        y = fn.apply(x, g, b, eps)
-    if not isinstance(y, torch.Tensor) or not y.requires_grad or y.shape != x.shape:
-        return {"y": y, **keep}, {}
-    with REC:
-        y.backward(T["dy"])
-    return {"y": y, "dx": x.grad, "dgamma": g.grad, "dbeta": b.grad, **keep}, {}
-"""
 
 
 def _fn_judge(params, inputs, out, meta):
@@ -348,7 +310,7 @@ BATCH_NORM_FUNCTION = Task(
     "BatchNormFunction",
     "a class BatchNormFunction(torch.autograd.Function)",
     _fn_cases,
-    _FN_BODY,
+    K.run_batch_norm_function,
     _fn_judge,
     kind="class",
     forbidden_ops=NORM_OPS | AUTOGRAD_OPS,

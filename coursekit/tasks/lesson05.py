@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from coursekit.kernel_side import lesson05 as K
+
 from . import _data as D
 from ._norm import BIASED_HINT, EPS_HINT, norm, norm_variants
 from ._task import NORM_NAMES, NORM_OPS, REFERENCE_NORM_WATCH, Case, Exercise, Task, compare, first, unchanged
@@ -18,19 +20,6 @@ _F32, _F64 = "float32", "float64"
 AFFINE_NONE = "weight and bias are optional: apply each one only when it is not None"
 
 # the body of all three: the learner's function called with the case's arguments
-_BODY = r"""
-def _coursekit_body(case, T, A, REC):
-    x = T["x"]
-    kwargs = {k: T[k] for k in ("weight", "bias") if k in T}
-    if "eps" in case:
-        kwargs["eps"] = case["eps"]
-    args = [x] + ([tuple(case["ns"]) if isinstance(case["ns"], list) and case.get("ns_kind") == "tuple"
-                   else case["ns"]] if "ns" in case else []) + ([case["num_groups"]] if "num_groups" in case else [])
-    with REC:
-        y = {NAME}(*args, **kwargs)
-    return {"y": y, "x_after": x, **{k + "_after": v for k, v in kwargs.items() if k != "eps"}}, {}
-"""
-
 
 def _affine_arrays(rng, shape, dtype, weight, bias):
     w, b = D.affine(rng, shape, dtype)
@@ -144,7 +133,7 @@ LAYER_NORM = Task(
     "layer_norm",
     "layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5)",
     _ln_cases,
-    _BODY.replace("{NAME}", "layer_norm"),
+    K.run_functional_norm,
     _ln_judge,
     forbidden_ops=NORM_OPS,
     watch=REFERENCE_NORM_WATCH,
@@ -206,7 +195,7 @@ INSTANCE_NORM = Task(
     "instance_norm",
     "instance_norm(x, weight=None, bias=None, eps=1e-5)",
     _in_cases,
-    _BODY.replace("{NAME}", "instance_norm"),
+    K.run_functional_norm,
     _in_judge,
     forbidden_ops=NORM_OPS,
     watch=REFERENCE_NORM_WATCH,
@@ -294,7 +283,7 @@ GROUP_NORM = Task(
     "group_norm",
     "group_norm(x, num_groups, weight=None, bias=None, eps=1e-5)",
     _gn_cases,
-    _BODY.replace("{NAME}", "group_norm"),
+    K.run_functional_norm,
     _gn_judge,
     forbidden_ops=NORM_OPS,
     watch=REFERENCE_NORM_WATCH,

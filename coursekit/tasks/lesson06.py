@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from coursekit.kernel_side import lesson06 as K
+
 from . import _data as D
 from . import _models as M
 from ._task import UPDATE_BN_WATCH, Case, Exercise, Mismatch, Task, compare, first
@@ -34,54 +36,26 @@ _LR = 0.1
 
 def _freeze_cases(rng):
     out = []
-    for kind, label, shape, d, mode in (
+    for architecture, label, shape, d, mode in (
         ("conv_dropout", "Conv2d/BatchNorm2d/BatchNorm1d/Dropout net", (4, 2, 4, 4), _F32, "train"),
         ("conv", "Conv2d/BatchNorm2d/BatchNorm1d net", (4, 2, 4, 4), _F32, "train"),
         ("mixed", "BatchNorm3d/BatchNorm1d net", (2, 1, 3, 3, 3), _F64, "eval"),
         ("conv", "Conv2d/BatchNorm2d/BatchNorm1d net", (3, 2, 4, 4), _F64, "train"),
     ):
-        arrays = M.random_state(rng, kind, d)
+        arrays = M.random_state(rng, architecture, d)
         for i in range(2):
             arrays[f"x{i}"] = rng.standard_normal(shape).astype(d)
-            arrays[f"dy{i}"] = rng.standard_normal((shape[0], _OUTPUTS[kind])).astype(d)
+            arrays[f"dy{i}"] = rng.standard_normal((shape[0], _OUTPUTS[architecture])).astype(d)
         seeds = [int(s) for s in rng.integers(0, 2**31, 2)]
         out.append(
             Case(
                 f"{label} frozen in {mode} mode, then two SGD steps after model.train(), input {shape} {d}",
-                {"kind": kind, "dtype": d, "mode": mode, "seeds": seeds, "lr": _LR},
+                {"model": architecture, "dtype": d, "mode": mode, "seeds": seeds, "lr": _LR},
                 arrays,
             )
         )
     return out
 
-
-_FREEZE_BODY = r"""
-def _coursekit_body(case, T, A, REC):
-    import torch
-    model = _coursekit_load(case["kind"], case["dtype"], T)
-    model.train(case["mode"] == "train")
-    with REC:
-        ret = freeze_batchnorm(model)
-    if not isinstance(ret, torch.nn.Module):
-        return {}, {"returned": type(ret).__name__}
-    m, out = ret, {}
-    for i, toggles in enumerate((("train",), ("eval", "train"))):
-        with REC:
-            for t in toggles:
-                getattr(m, t)()
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(case["seeds"][i])
-                y = m(T[f"x{i}"])
-            opt = torch.optim.SGD(m.parameters(), lr=case["lr"])
-            opt.zero_grad()
-            loss = (y * T[f"dy{i}"]).sum()
-            if loss.requires_grad:  # else nothing trains: the state shows it (the judge compares it)
-                loss.backward()
-            opt.step()
-        out[f"y{i}"] = y
-        out.update({f"state{i}_" + k: v.clone() for k, v in m.state_dict().items()})
-    return out, {}
-"""
 
 
 def _layer_of(key: str) -> str:
@@ -93,7 +67,7 @@ def _freeze_replay(params, inputs, frozen=True, dropout_eval=False):
     import torch
     from torch.nn.modules.batchnorm import _BatchNorm
 
-    model = M.load(params["kind"], inputs, params["dtype"])
+    model = M.load(params["model"], inputs, params["dtype"])
     steps = []
     for i in range(2):
         model.train()
@@ -120,10 +94,10 @@ def _freeze_judge(params, inputs, out, meta):
         return Mismatch(f"freeze_batchnorm returned a {meta['returned']}, expected the model (an nn.Module)", hint=_RETURN_MODEL)
     from torch.nn.modules.batchnorm import _BatchNorm
 
-    bn = {n: type(mod).__name__ for n, mod in M.model(params["kind"]).named_modules() if isinstance(mod, _BatchNorm)}
+    bn = {n: type(mod).__name__ for n, mod in M.model(params["model"]).named_modules() if isinstance(mod, _BatchNorm)}
     dt = params["dtype"]
     steps = _freeze_replay(params, inputs)
-    dropout_eval = _freeze_replay(params, inputs, dropout_eval=True) if params["kind"] == "conv_dropout" else None
+    dropout_eval = _freeze_replay(params, inputs, dropout_eval=True) if params["model"] == "conv_dropout" else None
     for i, when in enumerate(("after model.train()", "after model.eval() then model.train()")):
         want_y, want_state = steps[i]
 
@@ -169,7 +143,7 @@ def _freeze_judge(params, inputs, out, meta):
                     f"{k} of BatchNorm layer {layer} ({bn[layer]}) changed in the SGD step {when}",
                     hint="freeze the affine parameters too: requires_grad False for BN weight and bias",
                 )
-            if layer not in bn and np.array_equal(got, inputs["sd_" + k] if i == 0 else out[f"state0_{k}"]):
+            if layer not in bn and np.array_equal(got, inputs[M.STATE_PREFIX + k] if i == 0 else out[f"state0_{k}"]):
                 return Mismatch(
                     f"parameter {k} was not updated by the SGD step {when}",
                     hint="freeze only the BatchNorm layers' parameters; the rest keeps training",
@@ -179,7 +153,7 @@ def _freeze_judge(params, inputs, out, meta):
 
 
 FREEZE_BATCHNORM = Task(
-    "06", "freeze_batchnorm", "freeze_batchnorm(model) -> model", _freeze_cases, M.MODELS + _FREEZE_BODY, _freeze_judge
+    "06", "freeze_batchnorm", "freeze_batchnorm(model) -> model", _freeze_cases, K.run_freeze_batchnorm, _freeze_judge
 )
 
 
@@ -191,20 +165,20 @@ FREEZE_BATCHNORM = Task(
 # mode, so flags not restored, or running statistics updated, show as data that does not match.
 def _predict_cases(rng):
     out = []
-    for kind, shape, d, mode in (
+    for architecture, shape, d, mode in (
         ("mlp", (6, 5), _F32, "train"),
         ("mlp", (6, 5), _F64, "eval"),
         ("mlp", (6, 5), _F32, "mixed"),
         ("mlp", (1, 5), _F32, "train"),
         ("conv_dropout", (2, 2, 4, 4), _F64, "mixed"),
     ):
-        label = "MLP with BatchNorm1d and Dropout" if kind == "mlp" else "CNN with BatchNorm2d/1d and Dropout"
-        arrays = {**M.random_state(rng, kind, d), "x": rng.standard_normal(shape).astype(d)}
+        label = "MLP with BatchNorm1d and Dropout" if architecture == "mlp" else "CNN with BatchNorm2d/1d and Dropout"
+        arrays = {**M.random_state(rng, architecture, d), "x": rng.standard_normal(shape).astype(d)}
         arrays["x_next"] = rng.standard_normal((4, *shape[1:])).astype(d)
         out.append(
             Case(
                 f"{label}, input {shape} {d}, model in {mode} mode",
-                {"kind": kind, "dtype": d, "mode": mode, "raises": False, "seed": int(rng.integers(0, 2**31))},
+                {"model": architecture, "dtype": d, "mode": mode, "raises": False, "seed": int(rng.integers(0, 2**31))},
                 arrays,
             )
         )
@@ -213,41 +187,12 @@ def _predict_cases(rng):
     out.append(
         Case(
             "MLP in mixed mode, an input of the wrong size (the forward raises)",
-            {"kind": "mlp", "dtype": _F32, "mode": "mixed", "raises": True, "seed": int(rng.integers(0, 2**31))},
+            {"model": "mlp", "dtype": _F32, "mode": "mixed", "raises": True, "seed": int(rng.integers(0, 2**31))},
             arrays,
         )
     )
     return out
 
-
-_PREDICT_BODY = r"""
-def _coursekit_body(case, T, A, REC):
-    import torch
-    from torch.nn.modules.batchnorm import _BatchNorm
-    model = _coursekit_load(case["kind"], case["dtype"], T)
-    model.train(case["mode"] != "eval")
-    if case["mode"] == "mixed":
-        next(m for m in model.modules() if isinstance(m, _BatchNorm)).eval()
-    x, out = T["x"], {}
-    if case["raises"]:
-        try:
-            with REC:
-                predict(model, x)
-        except Exception:  # expected: the shape error propagates (or is handled); the flags must be back
-            pass
-    else:
-        with REC:
-            out["y"] = predict(model, x)
-        out.update({"state_" + k: v.clone() for k, v in model.state_dict().items()})
-        with REC:
-            out["y_again"] = predict(model, x)
-    # the model's mode after predict, as data: one forward in whatever mode it is now
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
-        torch.manual_seed(case["seed"])
-        out["y_next"] = model(T["x_next"])
-    out.update({"next_" + k: v.clone() for k, v in model.state_dict().items()})
-    return out, {}
-"""
 
 
 def _predict_replay(params, inputs):
@@ -255,7 +200,7 @@ def _predict_replay(params, inputs):
     import torch
     from torch.nn.modules.batchnorm import _BatchNorm
 
-    model = M.load(params["kind"], inputs, params["dtype"])
+    model = M.load(params["model"], inputs, params["dtype"])
     model.train(params["mode"] != "eval")
     if params["mode"] == "mixed":
         next(m for m in model.modules() if isinstance(m, _BatchNorm)).eval()
@@ -298,11 +243,12 @@ def _predict_judge(params, inputs, out, meta):
 
     if params["raises"]:
         return mode_kept()
-    model = M.load(params["kind"], inputs).eval()
+    model = M.load(params["model"], inputs).eval()
     with torch.no_grad():
         want = model(D.t(inputs["x"])).numpy()
     changed = next(
-        (k for k in inputs if k.startswith("sd_") and "running" in k and not np.array_equal(out["state_" + k[3:]], inputs[k])),
+        (k for k in inputs if k.startswith(M.STATE_PREFIX) and "running" in k
+         and not np.array_equal(out["state_" + k[len(M.STATE_PREFIX):]], inputs[k])),
         None,
     )
     eval_hint = "predict must run the model in eval mode (running statistics, no dropout)"
@@ -336,7 +282,7 @@ def _predict_judge(params, inputs, out, meta):
     )
 
 
-PREDICT = Task("06", "predict", "predict(model, x) -> y", _predict_cases, M.MODELS + _PREDICT_BODY, _predict_judge)
+PREDICT = Task("06", "predict", "predict(model, x) -> y", _predict_cases, K.run_predict, _predict_judge)
 
 
 # ------------------------------------------------------------------------------------ recalibrate
@@ -365,35 +311,6 @@ def _recal_cases(rng):
         )
     return out
 
-
-_RECAL_BODY = r"""
-def _coursekit_body(case, T, A, REC):
-    import torch
-    from torch.nn.modules.batchnorm import _BatchNorm
-    model = _coursekit_load("conv", case["dtype"], T)
-    model.train(case["mode"] == "train")
-    xs = [T[f"batch{i}"] for i in range(case["n"])]
-    if case["loader"] == "DataLoader":
-        ds = torch.utils.data.TensorDataset(torch.cat(xs), torch.zeros(sum(len(x) for x in xs)))
-        loader = torch.utils.data.DataLoader(ds, batch_size=len(xs[0]), shuffle=False)
-    else:
-        loader = xs
-    with REC:
-        ret = recalibrate(model, loader)
-    if not isinstance(ret, torch.nn.Module):
-        return {}, {"returned": type(ret).__name__}
-    meta = {"n_bn": len([m for m in ret.modules() if isinstance(m, _BatchNorm)])}
-    out = {"sd_" + k: v.clone() for k, v in ret.state_dict().items()}
-    # the mode and momenta left behind, as data: a forward in the CURRENT mode, then one with every
-    # flag set by nn.Module.train itself (a training-mode forward's update shows each momentum)
-    with torch.no_grad():
-        out["y_next"] = ret(T["x_next"])
-        out.update({"next_" + k: v.clone() for k, v in ret.state_dict().items()})
-        torch.nn.Module.train(ret, True)
-        ret(T["x_next"])
-        out.update({"mom_" + k: v.clone() for k, v in ret.state_dict().items()})
-    return out, meta
-"""
 
 
 def _recal_judge(params, inputs, out, meta):
@@ -446,7 +363,7 @@ def _recal_judge(params, inputs, out, meta):
         ]
         m = compare(
             k,
-            out.get("sd_" + k),
+            out.get(M.STATE_PREFIX + k),
             v.numpy(),
             dtype=params["dtype"],
             variants=variants,
@@ -455,7 +372,8 @@ def _recal_judge(params, inputs, out, meta):
         if m:
             return m
     for k in model.state_dict():
-        if "running" not in k and "num_batches" not in k and not np.array_equal(out["sd_" + k], inputs["sd_" + k]):
+        key = M.STATE_PREFIX + k
+        if "running" not in k and "num_batches" not in k and not np.array_equal(out[key], inputs[key]):
             return Mismatch(
                 f"parameter {k} changed",
                 hint="recalibrate only re-estimates statistics: run the forwards under torch.no_grad() and never step an "
@@ -488,7 +406,7 @@ RECALIBRATE = Task(
     "recalibrate",
     "recalibrate(model, loader) -> model",
     _recal_cases,
-    M.MODELS + _RECAL_BODY,
+    K.run_recalibrate,
     _recal_judge,
     watch=UPDATE_BN_WATCH,
     forbidden_names=frozenset({"update_bn", "swa_utils"}),

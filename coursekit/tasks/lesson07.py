@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from coursekit.kernel_side import lesson07 as K
+
 from . import _data as D
 from . import _models as M
 from ._task import FUSION_NAMES, FUSION_WATCH, Case, Exercise, Mismatch, Task, compare, first
@@ -18,52 +20,9 @@ _F32, _F64 = "float32", "float64"
 _ATTRS = ("stride", "padding", "dilation", "groups", "padding_mode", "in_channels", "out_channels", "kernel_size")
 _BN_KEYS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 
-# builds the layer and its BN from the case (shared by the kernel and the judge)
-_LAYERS = r"""
-def _coursekit_layers(case, T):
-    import torch
-    from torch import nn
-    dtype = getattr(torch, case["dtype"])
-    if case["layer"] == "Linear":
-        layer = nn.Linear(**case["spec"])
-    else:
-        layer = getattr(nn, case["layer"])(**case["spec"])
-    bn = getattr(nn, case["bn"])(case["channels"], eps=case["eps"])
-    layer, bn = layer.to(dtype), bn.to(dtype)
-    layer.load_state_dict({k[6:]: v for k, v in T.items() if k.startswith("layer_")})
-    bn.load_state_dict({k[3:]: v for k, v in T.items() if k.startswith("bn_")})
-    return layer.eval(), bn.eval()
-"""
-
-_FOLD_BODY = (
-    _LAYERS
-    + r"""
-def _coursekit_body(case, T, A, REC):
-    import torch
-    layer, bn = _coursekit_layers(case, T)
-    with REC:
-        f = {NAME}(layer, bn)
-    out = {"layer_after_" + k: v.clone() for k, v in layer.state_dict().items()}
-    out.update({"bn_after_" + k: v.clone() for k, v in bn.state_dict().items()})
-    meta = {"same": f is layer, "type": type(f).__name__, "layer_repr_after": repr(layer),
-            "layer_training": layer.training, "bn_training": bn.training}
-    if not isinstance(f, type(layer)):
-        return out, meta
-    meta["attrs"] = {a: repr(getattr(f, a, None)) for a in case["attrs"]}
-    meta["has_bias"] = f.bias is not None
-    meta["weight_dtype"] = str(f.weight.dtype).replace("torch.", "")
-    if meta["has_bias"] and meta["weight_dtype"] == case["dtype"] and f.bias.dtype == f.weight.dtype:
-        with torch.no_grad():
-            out["y"] = f(T["x"])
-    else:
-        meta["bias_dtype"] = str(f.bias.dtype).replace("torch.", "") if f.bias is not None else None
-    return out, meta
-"""
-)
-
 
 def _layers(params, inputs):
-    return D.exec_source(_LAYERS, "_coursekit_layers")(
+    return K.build_layer_and_bn(
         params,
         {
             k: D.t(v).to(_torch_dtype(params["dtype"])) if v.dtype.kind == "f" else __import__("torch").from_numpy(v.copy())
@@ -99,10 +58,12 @@ def _fold_judge(params, inputs, out, meta):
     what = params["what"]
     cls = params["layer"]
     for k, v in inputs.items():
-        for side, after in (("layer_", "layer_after_"), ("bn_", "bn_after_")):
+        for side in (K.LAYER_PREFIX, K.BN_PREFIX):
+            after = side + K.AFTER
             if k.startswith(side) and after + k[len(side) :] in out and not np.array_equal(out[after + k[len(side) :]], v):
+                modified = "the " + cls.lower() if side == K.LAYER_PREFIX else "the bn"
                 return Mismatch(
-                    f"{what} modified {'the ' + cls.lower() if side == 'layer_' else 'the bn'} it was given ({k[len(side) :]})",
+                    f"{what} modified {modified} it was given ({k[len(side) :]})",
                     hint=f"{what} modified {'conv' if cls.startswith('Conv') else 'linear'} or bn: build a new "
                     f"{'conv (e.g. from a deep copy)' if cls.startswith('Conv') else 'nn.Linear'}",
                 )
@@ -187,24 +148,24 @@ def _fold_judge(params, inputs, out, meta):
 
 
 def _fold_case(rng, what, layer, spec, bn, channels, x_shape, dtype, eps, label, attrs):
-    import torch
     from torch import nn
 
-    mod = nn.Linear(**spec) if layer == "Linear" else getattr(nn, layer)(**spec)
+    mod = getattr(nn, layer)(**spec)
     arrays = {}
     for k, v in mod.state_dict().items():
         bound = 1 / np.sqrt(v[0].numel()) if v.dim() > 1 else 0.5
-        arrays["layer_" + k] = rng.uniform(-bound, bound, tuple(v.shape)).astype(dtype)
+        arrays[K.LAYER_PREFIX + k] = rng.uniform(-bound, bound, tuple(v.shape)).astype(dtype)
     w, b = D.affine(rng, channels, dtype)
     arrays.update(
-        bn_weight=w,
-        bn_bias=b,
-        bn_running_mean=rng.standard_normal(channels).astype(dtype),
-        bn_running_var=rng.uniform(0.5, 1.5, channels).astype(dtype),
-        bn_num_batches_tracked=np.array(5, dtype=np.int64),
+        {
+            K.BN_PREFIX + "weight": w,
+            K.BN_PREFIX + "bias": b,
+            K.BN_PREFIX + "running_mean": rng.standard_normal(channels).astype(dtype),
+            K.BN_PREFIX + "running_var": rng.uniform(0.5, 1.5, channels).astype(dtype),
+            K.BN_PREFIX + "num_batches_tracked": np.array(5, dtype=np.int64),
+        }
     )
     arrays["x"] = rng.standard_normal(x_shape).astype(dtype)
-    del torch
     return Case(
         label
         + (f", input {tuple(x_shape)} {dtype}" if layer != "Linear" else f" {dtype}")
@@ -293,7 +254,7 @@ FOLD_CONV_BN = Task(
     "fold_conv_bn",
     "fold_conv_bn(conv, bn) -> conv",
     _conv_cases,
-    _FOLD_BODY.replace("{NAME}", "fold_conv_bn"),
+    K.run_fold_layer,
     _fold_judge,
     watch=FUSION_WATCH,
     forbidden_names=FUSION_NAMES,
@@ -330,7 +291,7 @@ FOLD_LINEAR_BN = Task(
     "fold_linear_bn",
     "fold_linear_bn(linear, bn) -> linear",
     _lin_cases,
-    _FOLD_BODY.replace("{NAME}", "fold_linear_bn"),
+    K.run_fold_layer,
     _fold_judge,
     watch=FUSION_WATCH,
     forbidden_names=FUSION_NAMES,
@@ -341,56 +302,30 @@ FOLD_LINEAR_BN = Task(
 # ------------------------------------------------------------------------------------ fold_model
 def _fm_cases(rng):
     out = []
-    for kind, shape, d, mode, remaining in (
-        ("fold_a", (2, 2, 4, 4), _F32, "eval", 0),
-        ("fold_b", (2, 3, 6), _F64, "train", 1),
-        ("fold_a", (3, 2, 4, 4), _F64, "train", 0),
+    for architecture, shape, d, mode, remaining in (
+        ("conv2d_nested", (2, 2, 4, 4), _F32, "eval", 0),
+        ("conv1d_bn_after_relu", (2, 3, 6), _F64, "train", 1),
+        ("conv2d_nested", (3, 2, 4, 4), _F64, "train", 0),
     ):
-        label = "conv net" if kind == "fold_a" else "1d net with a BN after ReLU"
+        label = "conv net" if architecture == "conv2d_nested" else "1d net with a BN after ReLU"
         out.append(
             Case(
                 f"{label} in {mode} mode, input {shape} {d}",
-                {"kind": kind, "dtype": d, "mode": mode, "remaining": remaining},
-                {**M.random_state(rng, kind, d), "x": rng.standard_normal(shape).astype(d)},
+                {"model": architecture, "dtype": d, "mode": mode, "remaining": remaining},
+                {**M.random_state(rng, architecture, d), "x": rng.standard_normal(shape).astype(d)},
             )
         )
     return out
 
 
-_FM_BODY = r"""
-def _coursekit_body(case, T, A, REC):
-    import torch
-    from torch import nn
-    from torch.nn.modules.batchnorm import _BatchNorm
-    model = _coursekit_load(case["kind"], case["dtype"], T)
-    model.train(case["mode"] == "train")
-    flags, text = [m.training for m in model.modules()], repr(model)
-    n_bn = sum(isinstance(m, _BatchNorm) for m in model.modules())
-    with REC:
-        f = fold_model(model)
-    meta = {"same": f is model, "type": type(f).__name__, "n_bn": n_bn,
-            "original_changed": [m.training for m in model.modules()] != flags or repr(model) != text}
-    out = {"sd_" + k: v for k, v in model.state_dict().items()}
-    if not isinstance(f, nn.Module):
-        return out, meta
-    meta.update(training=any(m.training for m in f.modules()), bn_left=sum(isinstance(m, _BatchNorm) for m in f.modules()),
-                identities=sum(isinstance(m, nn.Identity) for m in f.modules()))
-    with torch.no_grad():
-        with REC:
-            out["y"] = f(T["x"])
-    # the fold itself as data (the grader folds its own copy): counts of BN/Identity layers are only claims
-    out.update({"folded_" + k: v.clone() for k, v in f.state_dict().items()})
-    return out, meta
-"""
-
 
 def _fm_judge(params, inputs, out, meta):
     import torch
 
-    model = M.load(params["kind"], inputs).eval()
+    model = M.load(params["model"], inputs).eval()
     with torch.no_grad():
         want = model(D.t(inputs["x"])).numpy()
-    if meta["original_changed"] or any(not np.array_equal(out[k], inputs[k]) for k in inputs if k.startswith("sd_")):
+    if meta["original_changed"] or any(not np.array_equal(out[k], inputs[k]) for k in inputs if k.startswith(M.STATE_PREFIX)):
         return Mismatch("the original model was modified", hint="fold_model changed the original model: fold a deep copy")
     if meta["same"]:
         return Mismatch(
@@ -435,7 +370,7 @@ def _folded_state(model, out, dtype):
     from coursekit.reference.fold import fold_model as reference_fold
 
     want = {k: v.detach().numpy() for k, v in reference_fold(model).state_dict().items()}
-    got = {k[len("folded_") :]: v for k, v in out.items() if k.startswith("folded_")}
+    got = {k[len(K.FOLDED_PREFIX) :]: v for k, v in out.items() if k.startswith(K.FOLDED_PREFIX)}
     if sorted(got) != sorted(want):
         extra, missing = sorted(set(got) - set(want)), sorted(set(want) - set(got))
         return Mismatch(
@@ -459,7 +394,7 @@ FOLD_MODEL = Task(
     "fold_model",
     "fold_model(model) -> model",
     _fm_cases,
-    M.MODELS + _FM_BODY,
+    K.run_fold_model,
     _fm_judge,
     watch=FUSION_WATCH,
     forbidden_names=FUSION_NAMES,
