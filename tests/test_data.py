@@ -71,6 +71,18 @@ def test_digits_shapes_and_scaling(digits):
     assert float(digits.x_train.min()) == 0.0 and float(digits.x_train.max()) == 1.0
 
 
+def test_digits_are_scikit_learns_load_digits(digits):
+    """The digits are read from scikit-learn's bundled file without importing it: the same images and labels."""
+    from sklearn.datasets import load_digits
+
+    ref = load_digits()
+    x = torch.cat([digits.x_train, digits.x_test]).flatten(1) * 16
+    y = torch.cat([digits.y_train, digits.y_test])
+    expected = {tuple(row) + (int(t),) for row, t in zip(ref.data.tolist(), ref.target.tolist())}
+    assert {tuple(row) + (int(t),) for row, t in zip(x.tolist(), y.tolist())} == expected
+    assert len(expected) > 1700   # (almost) no duplicate images: the set comparison sees a wrong label or pixel
+
+
 def test_digits_split_is_stratified(digits):
     share = _test_share_per_class(digits)
     assert np.all(np.abs(share - 0.25) < 0.01)

@@ -84,6 +84,19 @@ def standardize(split: Split, eps: float = 1e-12) -> Split:
     return Split((split.x_train - mx) / sx, (split.y_train - my) / sy, (split.x_test - mx) / sx, (split.y_test - my) / sy)
 
 
+def _load_digits() -> tuple[np.ndarray, np.ndarray]:
+    """What ``sklearn.datasets.load_digits`` returns (pixels ``(1797, 64)``, labels), read from the file
+    scikit-learn ships, without importing scikit-learn (its import costs about a second)."""
+    import importlib.util
+    import os
+
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or spec.origin is None:
+        raise ImportError("expected scikit-learn to be installed (its bundled digits file is read)")
+    data = np.loadtxt(os.path.join(os.path.dirname(spec.origin), "datasets", "data", "digits.csv.gz"), delimiter=",")
+    return data[:, :-1], data[:, -1].astype(int)
+
+
 def digits_data(test_fraction: float = 0.25, seed: int = 0, dtype: torch.dtype = torch.float32) -> Split:
     """scikit-learn's bundled 8x8 digits (1,797 images, 10 classes) as image tensors.
 
@@ -101,15 +114,13 @@ def digits_data(test_fraction: float = 0.25, seed: int = 0, dtype: torch.dtype =
     """
     if not 0 < test_fraction < 1:
         raise ValueError(f"expected 0 < test_fraction < 1 (got {test_fraction})")
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    x = torch.tensor(digits.images / 16.0, dtype=dtype).unsqueeze(1)
-    y = torch.tensor(digits.target, dtype=torch.int64)
+    pixels, target = _load_digits()
+    x = torch.tensor(pixels / 16.0, dtype=dtype).reshape(-1, 1, 8, 8)
+    y = torch.tensor(target, dtype=torch.int64)
     rng = np.random.default_rng(seed)
     test_idx = []
     for label in range(10):  # stratify: the same share of every class in the test set
-        idx = np.flatnonzero(digits.target == label)
+        idx = np.flatnonzero(target == label)
         rng.shuffle(idx)
         test_idx.extend(idx[: int(round(len(idx) * test_fraction))])
     test_mask = np.zeros(len(y), dtype=bool)
