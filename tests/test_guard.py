@@ -135,3 +135,18 @@ def test_the_seccomp_program_jumps_inside_itself():
         if code & 0x07 == 0x05:  # a jump: both targets inside the program
             assert i + 1 + jt < len(prog) and i + 1 + jf < len(prog)
     assert prog[-1][0] == 0x06  # ends with a return
+
+
+def test_a_library_imported_after_a_check_is_still_refused_in_the_next_one():
+    """scipy not imported: importing it is refused; imported later (by the notebook): zscore itself is."""
+    from wrong_answers import WRONG
+
+    from coursekit.checks import CHECKS
+
+    shortcut = WRONG["batch_norm_train"]["scipy_zscore"]
+    first = CHECKS["batch_norm_train"](shortcut)
+    import scipy.stats  # noqa: F401
+
+    second = CHECKS["batch_norm_train"](shortcut)
+    assert not first.passed and not second.passed
+    assert "do not call scipy" in first.hint and "do not call scipy" in second.hint, (first, second)

@@ -139,12 +139,17 @@ def _stub(code: types.CodeType, what: str) -> types.CodeType:
     return stub.replace(co_name=code.co_name, co_qualname=code.co_qualname)
 
 
-@functools.cache
 def _stubs(targets: tuple[str, ...]) -> tuple[tuple[types.FunctionType, types.CodeType, types.CodeType], ...]:
     """``(function, its code, refusing code)`` for every resolvable target (not the lazy ones not yet imported)."""
+    return _stubs_for(targets, tuple(r for r in _LAZY_ROOTS if r in sys.modules))
+
+
+@functools.cache
+def _stubs_for(targets: tuple[str, ...], imported: tuple[str, ...]) -> tuple:
+    """:func:`_stubs` given which lazy libraries are imported (one imported later is refused from then on)."""
     out = []
     for target in targets:
-        if target.split(".")[0] in _LAZY_ROOTS and target.split(".")[0] not in sys.modules:
+        if target.split(".")[0] in _LAZY_ROOTS and target.split(".")[0] not in imported:
             continue
         label = target.replace(":", ".")
         for fn in _resolve(target):
@@ -198,7 +203,7 @@ def _hook(paths: tuple[str, ...], imports: tuple[str, ...], armed: list | None):
         if event in reach:
             raise error(refusal("access", event))
         if event == "import" and imports and (args[0].split(".")[0] in imports):
-            raise error(refusal("call", f"{args[0]} (a library normalization)"))
+            raise error(refusal("call", f"{args[0].split('.')[0]} (importing {args[0]}: a library normalization)"))
         if event == "object.__setattr__" and args[1] == "__code__":
             raise error(refusal("access", "replacing a function's __code__"))
         if event == "open" and paths and type_(args[0]) is not int:
@@ -295,7 +300,7 @@ def lock(ops: dict, targets=(), processes: bool = True) -> list[str]:
         ctypes.pythonapi.Py_IncRef(ctypes.py_object(module))  # owned by nobody: never deregistered
     for fn, _, stub in _stubs(tuple(sorted(targets))):
         fn.__code__ = stub
-    _stubs.cache_clear()  # the original code objects go with the cache
+    _stubs_for.cache_clear()  # the original code objects go with the cache
     if processes:
         from coursekit.grader.seccomp import install
 
