@@ -20,7 +20,7 @@ from wrong_answers import HINTS, RIGHT, SOLUTIONS_DIR, STUBS, WRONG, solutions
 from coursekit.checks import CHECKS
 from coursekit.checks._core import static_findings, static_hint
 from coursekit.grader import in_kernel
-from coursekit.grader.grade import _read_outputs, _write_inputs, grade_paths
+from coursekit.grader.grade import _judge_outputs, _write_inputs, grade_paths
 from coursekit.grader.guard import Scope
 from coursekit.tasks import EXERCISES, TASKS, task_named
 
@@ -52,8 +52,8 @@ def grade_in_process(task, obj, tmp_path, seed=12345, guard=True):
     # around the probe (no seccomp: this is the test process)
     with torch.random.fork_rng(devices=[]), (Scope(task.forbidden_ops, task.watch) if guard else contextlib.nullcontext()):
         ns["_coursekit_probe"](str(task_dir), ns["_coursekit_body"])
-    status, message, case, hint = _read_outputs(task_dir, task, cases)
-    return status, message, hint
+    verdict = _judge_outputs(task_dir, task, cases)
+    return verdict.status, verdict.message, verdict.hint
 
 
 def _obj(task_name, name, kind, solved):
@@ -94,7 +94,7 @@ def test_every_task_is_defined_once_with_all_its_facts():
     assert len(EXERCISES) == len(notebooks) and len(TASKS) == len(answer_cells)
     for t in TASKS.values():
         assert t.signature and t.body and callable(t.cases) and callable(t.judge) and t.points >= 1
-        assert "_coursekit_body" in t.body
+        assert "_coursekit_body" in t.body and t.outputs is not None
         assert t.answer_cell == f"answer-{t.name}" and t.check_cell == f"check-{t.name}"
         visible, hidden = t.cases(np.random.default_rng(1)), t.cases(np.random.default_rng(2))
         assert [c.desc for c in visible] == [c.desc for c in hidden]  # same generator, different values
@@ -115,11 +115,6 @@ def test_a_task_name_defined_twice_is_refused():
     elsewhere = replace(EXERCISES[1], tasks=EXERCISES[1].tasks + (replace(EXERCISES[0].tasks[0], lesson="03"),))
     with pytest.raises(ValueError, match="'channel_stats' in lesson 02 and again in lesson 03"):
         _collect((EXERCISES[0], elsewhere))
-
-def _catalogue_source(obj_name):
-    import inspect
-
-    return inspect.getsource(obj_name)
 
 
 def test_dispatcher_sees_the_kernel_through_a_captured_reference_and_a_built_name():

@@ -75,6 +75,8 @@ def _collect(modname: str, name: str, seen: dict[tuple[str, str], str]) -> None:
 def kernel_body(body: Callable, learner_name: str) -> str:
     """Self-contained source defining ``_coursekit_body(case, T, A, REC)``, which calls ``body``
     (a ``run_<task>`` of ``coursekit.kernel_side``) with the learner's ``learner_name``."""
+    if _module_tree(body.__module__)[1].get(body.__name__) is None or body.__qualname__ != body.__name__:
+        raise ValueError(f"expected a module-level function as a body (got {body.__qualname__!r})")
     seen: dict[tuple[str, str], str] = {}
     _collect(body.__module__, body.__name__, seen)
     if any(name == learner_name for _, name in seen):
