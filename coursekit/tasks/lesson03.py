@@ -250,8 +250,139 @@ def _train_step(i, x, ref, out, meta, dt, mom, w, b):
     )
 
 
-def _mybn_judge(params, inputs, out, meta):
+def _judge_state(params, inputs, out, meta, rsd):
+    """Scenario "state": parameters vs buffers, dtypes and shapes, initial values, load_state_dict."""
+    if meta["params"] != ["bias", "weight"]:
+        return Mismatch(
+            f"parameters {meta['params']}, expected ['bias', 'weight']",
+            hint="only weight and bias are nn.Parameter; running statistics are buffers (register_buffer)",
+        )
+    for k, v in rsd.items():
+        want = [str(v.dtype).replace("torch.", ""), list(v.shape)]
+        if meta["kinds"][k] != want:
+            return Mismatch(
+                f"{k} is {meta['kinds'][k]}, expected {want}",
+                hint="num_batches_tracked is a 0-dim torch.long tensor; the others have shape (C,)",
+            )
+        m = compare(
+            f"initial {k}",
+            out.get("init_" + k),
+            v.numpy(),
+            dtype=v.dtype if v.is_floating_point() else None,
+            hint="initial values: weight 1, bias 0, running_mean 0, running_var 1, num_batches_tracked 0",
+        )
+        if m:
+            return m
+    for k in rsd:
+        m = compare(
+            f"{k} after load_state_dict",
+            out.get("loaded_" + k),
+            inputs[SAVED + k],
+            hint="load_state_dict must fill weight, bias and the running buffers",
+        )
+        if m:
+            return m
+    return None
+
+
+def _judge_stateless(params, inputs, out, meta, rsd):
+    """Scenario "plain" (affine=False, track_running_stats=False): batch statistics in both modes."""
+    x0 = inputs["x0"]
+    want = norm(x0, D.dims_bn(4), eps=params["kwargs"].get("eps", 1e-5))
+    hint = "without running statistics, batch statistics normalize in both modes"
+    return first(
+        lambda: compare("train-mode output", out.get("y_train"), want, meta, "y_train", dtype=x0.dtype, hint=hint),
+        lambda: compare("eval-mode output", out.get("y_eval"), want, meta, "y_eval", dtype=x0.dtype, hint=hint),
+    )
+
+
+def _judge_eval(params, inputs, out, meta, rsd):
+    """Scenario "eval": the running statistics normalize, and nothing in the state changes."""
     import torch
+
+    x0 = inputs["x0"]
+    ref = _ref_bn(params, inputs).eval()
+    with torch.no_grad():
+        want = ref(D.t(x0)).numpy()
+    w, b = ref.weight.detach().numpy(), ref.bias.detach().numpy()
+    batch_stats = ("in eval mode normalize with running_mean and running_var, not the batch statistics",
+                   lambda: norm(x0, D.dims_bn(4), w, b, ref.eps))
+    state_changed = Mismatch(
+        "the module's state changed in eval mode",
+        hint="in eval mode the running statistics (and num_batches_tracked) must not change",
+    )
+    return first(
+        lambda: compare(
+            "output", out.get("y0"), want, meta, "y0", dtype=x0.dtype, variants=[batch_stats],
+            hint="eval mode: y = (x - running_mean) / sqrt(running_var + eps) * weight + bias",
+        ),
+        lambda: next(
+            (state_changed for k in ("running_mean", "running_var", "num_batches_tracked")
+             if not np.array_equal(out["after_" + k], inputs[SAVED + k])),
+            None,
+        ),
+    )
+
+
+def _judge_gradients(params, inputs, out, meta, rsd):
+    """Scenario "grad": autograd through the learner's training-mode forward matches the reference's."""
+    x0, dt = inputs["x0"], inputs["x0"].dtype
+    ref = _ref_bn(params, inputs).train()
+    xr = D.t(x0).requires_grad_(True)
+    y = ref(xr)
+    y.backward(D.t(inputs["dy"]))
+    return first(
+        lambda: compare("output", out.get("y0"), y.detach().numpy(), meta, "y0", dtype=dt),
+        lambda: (
+            Mismatch("the output does not require grad", hint="compute the forward with torch operations on x")
+            if "x_grad" not in out and "x_grad" not in meta["_kinds"]
+            else None
+        ),
+        lambda: compare(
+            "x.grad", out.get("x_grad"), xr.grad.numpy(), meta, "x_grad", dtype=dt,
+            hint="do not detach the batch statistics: gradients flow through them",
+        ),
+        lambda: compare("weight.grad", out.get("weight_grad"), ref.weight.grad.numpy(), meta, "weight_grad", dtype=dt),
+        lambda: compare("bias.grad", out.get("bias_grad"), ref.bias.grad.numpy(), meta, "bias_grad", dtype=dt),
+    )
+
+
+def _judge_training(params, inputs, out, meta, rsd):
+    """Scenario "train": three batches, the output and the running statistics after each."""
+    ref = _ref_bn(params, inputs).train()
+    mom = params["kwargs"].get("momentum", 0.1)
+    w, b = ref.weight.detach().numpy().copy(), ref.bias.detach().numpy().copy()
+    for i in range(3):
+        m = _train_step(i, inputs[f"x{i}"], ref, out, meta, inputs["x0"].dtype, mom, w, b)
+        if m:
+            return m
+    return None
+
+
+# scenario of a case (``K.run_my_batch_norm_2d`` runs the same one) -> its judge
+_SCENARIO_JUDGES = {
+    "state": _judge_state,
+    "plain": _judge_stateless,
+    "eval": _judge_eval,
+    "grad": _judge_gradients,
+    "train": _judge_training,
+}
+
+
+def _state_dict_keys_mismatch(scenario, keys, expected):
+    if scenario == "plain":
+        return Mismatch(
+            f"state_dict keys {keys}, expected none",
+            hint="affine=False: no weight/bias; track_running_stats=False: no running buffers (register them as None)",
+        )
+    return Mismatch(
+        f"state_dict keys {keys}, expected {expected}",
+        hint="register weight and bias as nn.Parameter and running_mean, running_var, num_batches_tracked as buffers, "
+             "with these names",
+    )
+
+
+def _my_batch_norm_2d_judge(params, inputs, out, meta):
     from torch import nn
 
     if meta.get("not_module"):
@@ -263,144 +394,10 @@ def _mybn_judge(params, inputs, out, meta):
         )
     if meta.get("instance"):
         return Mismatch(f"MyBatchNorm2d(...) gave a {meta['instance']}", hint="write class MyBatchNorm2d(nn.Module)")
-    kind = params["scenario"]
-    ref = nn.BatchNorm2d(params["C"], **params["kwargs"])
-    rsd = ref.state_dict()
+    rsd = nn.BatchNorm2d(params["C"], **params["kwargs"]).state_dict()
     if meta["keys"] != sorted(rsd):
-        if kind == "plain":
-            return Mismatch(
-                f"state_dict keys {meta['keys']}, expected none",
-                hint="affine=False: no weight/bias; track_running_stats=False: no running buffers (register them as None)",
-            )
-        return Mismatch(
-            f"state_dict keys {meta['keys']}, expected {sorted(rsd)}",
-            hint="register weight and bias as nn.Parameter and running_mean, running_var, num_batches_tracked as buffers, "
-                 "with these names",
-        )
-    if kind == "state":
-        if meta["params"] != ["bias", "weight"]:
-            return Mismatch(
-                f"parameters {meta['params']}, expected ['bias', 'weight']",
-                hint="only weight and bias are nn.Parameter; running statistics are buffers (register_buffer)",
-            )
-        for k, v in rsd.items():
-            want = [str(v.dtype).replace("torch.", ""), list(v.shape)]
-            if meta["kinds"][k] != want:
-                return Mismatch(
-                    f"{k} is {meta['kinds'][k]}, expected {want}",
-                    hint="num_batches_tracked is a 0-dim torch.long tensor; the others have shape (C,)",
-                )
-            m = compare(
-                f"initial {k}",
-                out.get("init_" + k),
-                v.numpy(),
-                dtype=v.dtype if v.is_floating_point() else None,
-                hint="initial values: weight 1, bias 0, running_mean 0, running_var 1, num_batches_tracked 0",
-            )
-            if m:
-                return m
-        for k in rsd:
-            m = compare(
-                f"{k} after load_state_dict",
-                out.get("loaded_" + k),
-                inputs[SAVED + k],
-                hint="load_state_dict must fill weight, bias and the running buffers",
-            )
-            if m:
-                return m
-        return None
-    x0 = inputs["x0"]
-    dt = x0.dtype
-    eps = params["kwargs"].get("eps", 1e-5)
-    if kind == "plain":
-        want = norm(x0, D.dims_bn(4), eps=eps)
-        return first(
-            lambda: compare(
-                "train-mode output",
-                out.get("y_train"),
-                want,
-                meta,
-                "y_train",
-                dtype=dt,
-                hint="without running statistics, batch statistics normalize in both modes",
-            ),
-            lambda: compare(
-                "eval-mode output",
-                out.get("y_eval"),
-                want,
-                meta,
-                "y_eval",
-                dtype=dt,
-                hint="without running statistics, batch statistics normalize in both modes",
-            ),
-        )
-    ref = _ref_bn(params, inputs)
-    if kind == "eval":
-        ref.eval()
-        with torch.no_grad():
-            want = ref(D.t(x0)).numpy()
-        w, b = ref.weight.detach().numpy(), ref.bias.detach().numpy()
-        return first(
-            lambda: compare(
-                "output",
-                out.get("y0"),
-                want,
-                meta,
-                "y0",
-                dtype=dt,
-                hint="eval mode: y = (x - running_mean) / sqrt(running_var + eps) * weight + bias",
-                variants=[
-                    (
-                        "in eval mode normalize with running_mean and running_var, not the batch statistics",
-                        lambda: norm(x0, D.dims_bn(4), w, b, ref.eps),
-                    )
-                ],
-            ),
-            lambda: next(
-                (
-                    Mismatch(
-                        "the module's state changed in eval mode",
-                        hint="in eval mode the running statistics (and num_batches_tracked) must not change",
-                    )
-                    for k in ("running_mean", "running_var", "num_batches_tracked")
-                    if not np.array_equal(out["after_" + k], inputs[SAVED + k])
-                ),
-                None,
-            ),
-        )
-    if kind == "grad":
-        ref.train()
-        xr = D.t(x0).requires_grad_(True)
-        y = ref(xr)
-        y.backward(D.t(inputs["dy"]))
-        return first(
-            lambda: compare("output", out.get("y0"), y.detach().numpy(), meta, "y0", dtype=dt),
-            lambda: (
-                Mismatch("the output does not require grad", hint="compute the forward with torch operations on x")
-                if "x_grad" not in out and "x_grad" not in meta["_kinds"]
-                else None
-            ),
-            lambda: compare(
-                "x.grad",
-                out.get("x_grad"),
-                xr.grad.numpy(),
-                meta,
-                "x_grad",
-                dtype=dt,
-                hint="do not detach the batch statistics: gradients flow through them",
-            ),
-            lambda: compare("weight.grad", out.get("weight_grad"), ref.weight.grad.numpy(), meta, "weight_grad", dtype=dt),
-            lambda: compare("bias.grad", out.get("bias_grad"), ref.bias.grad.numpy(), meta, "bias_grad", dtype=dt),
-        )
-    # train: three batches, output and running statistics after each
-    ref.train()
-    mom = params["kwargs"].get("momentum", 0.1)
-    w, b = ref.weight.detach().numpy().copy(), ref.bias.detach().numpy().copy()
-    for i in range(3):
-        m = _train_step(i, inputs[f"x{i}"], ref, out, meta, dt, mom, w, b)
-        if m:
-            return m
-    return None
+        return _state_dict_keys_mismatch(params["scenario"], meta["keys"], sorted(rsd))
+    return _SCENARIO_JUDGES[params["scenario"]](params, inputs, out, meta, rsd)
 
 
 MY_BATCH_NORM_2D = Task(
@@ -409,7 +406,7 @@ MY_BATCH_NORM_2D = Task(
     "a class MyBatchNorm2d(nn.Module)",
     _mybn_cases,
     K.run_my_batch_norm_2d,
-    _mybn_judge,
+    _my_batch_norm_2d_judge,
     kind="class",
     forbidden_ops=NORM_OPS,
     watch=REFERENCE_NORM_WATCH,

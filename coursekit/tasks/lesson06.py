@@ -313,52 +313,37 @@ def _recal_cases(rng):
 
 
 
-def _recal_judge(params, inputs, out, meta):
+def _estimate(model, batches, reset, momentum):
+    """The state after training-mode forwards over ``batches`` on a copy of ``model`` with each BN's ``momentum``."""
     import copy
 
     import torch
-    from torch.optim.swa_utils import update_bn
 
-    if meta.get("returned"):
-        return Mismatch(f"recalibrate returned a {meta['returned']}, expected the model (an nn.Module)", hint=_RETURN_MODEL)
-    model = M.load("conv", inputs)
-    model.train(params["mode"] == "train")
-    xs = [D.t(inputs[f"batch{i}"]) for i in range(params["n"])]
-    if params["loader"] == "DataLoader":
-        xs = list(torch.cat(xs).split(len(xs[0])))
-    momenta = [m.momentum for m in model.modules() if hasattr(m, "running_mean")]
-    expected = copy.deepcopy(model)
-    # n_bn is only the kernel's word: it can fail an answer with a clear message, never pass one
-    update_bn(xs, expected)
+    m = copy.deepcopy(model).train()
+    for bn in m.modules():
+        if hasattr(bn, "running_mean"):
+            if reset:
+                bn.reset_running_stats()
+            bn.momentum = momentum
+    with torch.no_grad():
+        for b in batches:
+            m(b)
+    return m.state_dict()
 
-    def estimate(reset, momentum):
-        m = copy.deepcopy(model).train()
-        for bn in m.modules():
-            if hasattr(bn, "running_mean"):
-                if reset:
-                    bn.reset_running_stats()
-                bn.momentum = momentum
-        with torch.no_grad():
-            for b in xs:
-                m(b)
-        return m.state_dict()
 
-    if meta["n_bn"] != len(momenta):
-        return Mismatch(
-            f"the returned model has {meta['n_bn']} BatchNorm layers, expected {len(momenta)}",
-            hint="return the model you were given, with re-estimated statistics",
-        )
+def _wrong_statistics(params, model, batches, expected, out):
+    """A Mismatch when a re-estimated running statistic is off (known wrong estimates named)."""
     for k, v in expected.state_dict().items():
         if "running" not in k:
             continue
         variants = [
             (
                 "reset the running statistics first: the estimate still includes the old statistics",
-                lambda k=k: estimate(False, None)[k].numpy(),
+                lambda k=k: _estimate(model, batches, False, None)[k].numpy(),
             ),
             (
                 "use the cumulative average over the batches (momentum=None), not the exponential moving average",
-                lambda k=k: estimate(True, 0.1)[k].numpy(),
+                lambda k=k: _estimate(model, batches, True, 0.1)[k].numpy(),
             ),
         ]
         m = compare(
@@ -371,6 +356,10 @@ def _recal_judge(params, inputs, out, meta):
         )
         if m:
             return m
+    return None
+
+
+def _parameters_changed(model, inputs, out):
     for k in model.state_dict():
         key = M.STATE_PREFIX + k
         if "running" not in k and "num_batches" not in k and not np.array_equal(out[key], inputs[key]):
@@ -379,11 +368,14 @@ def _recal_judge(params, inputs, out, meta):
                 hint="recalibrate only re-estimates statistics: run the forwards under torch.no_grad() and never step an "
                 "optimizer",
             )
-    # the mode and momenta recalibrate left: replayed on the grader's own recalibrated copy
-    mode_hint, momentum_hint = (
-        "restore the model's previous mode at the end",
-        "restore each BN layer's momentum after re-estimating",
-    )
+    return None
+
+
+def _mode_or_momenta_not_restored(params, inputs, expected, out):
+    """The mode and momenta recalibrate left, replayed on the grader's own recalibrated copy."""
+    import torch
+
+    mode_hint = "restore the model's previous mode at the end"
     x_next = D.t(inputs["x_next"])
     with torch.no_grad():
         want_y = expected(x_next).numpy()
@@ -397,8 +389,38 @@ def _recal_judge(params, inputs, out, meta):
     for prefix, want_state in (("next_", want_next), ("mom_", want_mom)):
         for k, v in want_state.items():
             if "running" in k and compare(k, out[prefix + k], v, dtype=params["dtype"]):
-                return Mismatch(f"{k} after a training-mode forward that follows recalibrate is off", hint=momentum_hint)
+                return Mismatch(f"{k} after a training-mode forward that follows recalibrate is off",
+                                hint="restore each BN layer's momentum after re-estimating")
     return None
+
+
+def _recalibrate_judge(params, inputs, out, meta):
+    import copy
+
+    import torch
+    from torch.optim.swa_utils import update_bn
+
+    if meta.get("returned"):
+        return Mismatch(f"recalibrate returned a {meta['returned']}, expected the model (an nn.Module)", hint=_RETURN_MODEL)
+    model = M.load("conv", inputs)
+    model.train(params["mode"] == "train")
+    batches = [D.t(inputs[f"batch{i}"]) for i in range(params["n"])]
+    if params["loader"] == "DataLoader":
+        batches = list(torch.cat(batches).split(len(batches[0])))
+    n_bn = sum(1 for m in model.modules() if hasattr(m, "running_mean"))
+    expected = copy.deepcopy(model)
+    update_bn(batches, expected)
+    # n_bn is only the kernel's word: it can fail an answer with a clear message, never pass one
+    if meta["n_bn"] != n_bn:
+        return Mismatch(
+            f"the returned model has {meta['n_bn']} BatchNorm layers, expected {n_bn}",
+            hint="return the model you were given, with re-estimated statistics",
+        )
+    return first(
+        lambda: _wrong_statistics(params, model, batches, expected, out),
+        lambda: _parameters_changed(model, inputs, out),
+        lambda: _mode_or_momenta_not_restored(params, inputs, expected, out),
+    )
 
 
 RECALIBRATE = Task(
@@ -407,7 +429,7 @@ RECALIBRATE = Task(
     "recalibrate(model, loader) -> model",
     _recal_cases,
     K.run_recalibrate,
-    _recal_judge,
+    _recalibrate_judge,
     watch=UPDATE_BN_WATCH,
     forbidden_names=frozenset({"update_bn", "swa_utils"}),
 )

@@ -50,23 +50,25 @@ def _with_params(layer, x, weight, bias):
         return alt(x).numpy()
 
 
-def _fold_judge(params, inputs, out, meta):
-    import torch
-
-    layer, bn = _layers(params, inputs)
-    layer, bn = layer.double(), bn.double()
-    what = params["what"]
-    cls = params["layer"]
+def _given_modified(params, inputs, out):
+    """A Mismatch when the layer or the BN handed over came back changed."""
+    what, cls = params["what"], params["layer"]
     for k, v in inputs.items():
         for side in (K.LAYER_PREFIX, K.BN_PREFIX):
-            after = side + K.AFTER
-            if k.startswith(side) and after + k[len(side) :] in out and not np.array_equal(out[after + k[len(side) :]], v):
+            after = side + K.AFTER + k[len(side) :]
+            if k.startswith(side) and after in out and not np.array_equal(out[after], v):
                 modified = "the " + cls.lower() if side == K.LAYER_PREFIX else "the bn"
                 return Mismatch(
                     f"{what} modified {modified} it was given ({k[len(side) :]})",
                     hint=f"{what} modified {'conv' if cls.startswith('Conv') else 'linear'} or bn: build a new "
                     f"{'conv (e.g. from a deep copy)' if cls.startswith('Conv') else 'nn.Linear'}",
                 )
+    return None
+
+
+def _not_a_folded_layer(params, layer, out, meta):
+    """A Mismatch when the result is not a new layer of the same class and settings, with a bias, in the input's dtype."""
+    what, cls = params["what"], params["layer"]
     if meta["same"]:
         return Mismatch(
             f"you returned the original {cls} unchanged (the object you were given)",
@@ -99,16 +101,21 @@ def _fold_judge(params, inputs, out, meta):
             hint="keep the original layer's dtype: build the new weight and bias from its tensors (no torch.tensor(..., "
             "dtype=...))",
         )
-    x = D.t(inputs["x"])
-    with torch.no_grad():
-        want = bn(layer(x)).numpy()
+    return None
+
+
+def _fold_variants(layer, bn, x):
+    """Models of known wrong folds: (hint, output of the layer folded that way)."""
+    import torch
+
     w = layer.weight.detach()
     b = layer.bias.detach() if layer.bias is not None else torch.zeros(w.shape[0], dtype=w.dtype)
     rv, rm, g, beta = bn.running_var, bn.running_mean, bn.weight.detach(), bn.bias.detach()
     shape = (-1,) + (1,) * (w.dim() - 1)
     scale = g / torch.sqrt(rv + bn.eps)
     right_w = w * scale.reshape(shape)
-    variants = [
+    multiplied = "the weight is multiplied by gamma * rsqrt(running_var + eps), not divided by it"
+    return [
         (
             "eps goes inside the square root: gamma / sqrt(running_var + eps)",
             lambda: _with_params(
@@ -116,13 +123,13 @@ def _fold_judge(params, inputs, out, meta):
             ),
         ),
         (
-            "the weight is multiplied by gamma * rsqrt(running_var + eps), not divided by it",
+            multiplied,
             lambda: _with_params(
                 layer, x, w * (g * torch.sqrt(rv + bn.eps)).reshape(shape), (b - rm) * g * torch.sqrt(rv + bn.eps) + beta
             ),
         ),
         (
-            "the weight is multiplied by gamma * rsqrt(running_var + eps), not divided by it",
+            multiplied,
             lambda: _with_params(layer, x, w * (g * torch.sqrt(rv + bn.eps)).reshape(shape), (b - rm) * scale + beta),
         ),
         (
@@ -134,6 +141,19 @@ def _fold_judge(params, inputs, out, meta):
             lambda: _with_params(layer, x, right_w, -rm * scale + beta) if layer.bias is not None else None,
         ),
     ]
+
+
+def _fold_judge(params, inputs, out, meta):
+    import torch
+
+    layer, bn = _layers(params, inputs)
+    layer, bn = layer.double(), bn.double()
+    mismatch = _given_modified(params, inputs, out) or _not_a_folded_layer(params, layer, out, meta)
+    if mismatch:
+        return mismatch
+    x = D.t(inputs["x"])
+    with torch.no_grad():
+        want = bn(layer(x)).numpy()
     return compare(
         "output",
         out.get("y"),
@@ -141,7 +161,7 @@ def _fold_judge(params, inputs, out, meta):
         meta,
         "y",
         dtype=params["dtype"],
-        variants=variants,
+        variants=_fold_variants(layer, bn, x),
         hint="W' = W * gamma / sqrt(running_var + eps) per output channel; b' = (b - running_mean) * gamma / "
         "sqrt(running_var + eps) + beta",
     )
