@@ -33,7 +33,7 @@ from coursekit.grader import cli as grading_cli
 from coursekit.grader.assignment import Assignment, grade_learners, parse_assignment
 from coursekit.grader.feedback import write_feedback
 from coursekit.grader.gradescope import gradescope_report
-from coursekit.grader.reports import classroom_base64, classroom_report, format_table, hint_of, write_gradebook
+from coursekit.grader.reports import classroom_base64, classroom_report, format_table, write_gradebook
 from coursekit.grader.results import NotebookResult, TaskResult
 from coursekit.tasks import TASKS, Exercise, Task
 
@@ -122,7 +122,9 @@ def test_the_run_graded_as_expected(run):
     assert (r["alice"].score, r["alice"].max_score) == (2, 2)
     assert r["bob"].score == 0 and {t.status for t in _tasks(r["bob"])} == {"missing"}
     assert [t.status for t in _tasks(r["dave"])] == ["error", "fail"]
-    assert hint_of(_tasks(r["dave"])[1])[1]  # the unbiased variance is recognised
+    wrong_variance = _tasks(r["dave"])[1]
+    assert wrong_variance.hint  # the unbiased variance is recognised
+    assert "hint" not in wrong_variance.message  # the hint travels as its own field, never inside the message
     (carol,) = r["carol"].exercises
     assert carol.error and "not graded" in carol.error and r["carol"].max_score == 2
     assert {t.status for t in carol.tasks} == {"error"}
@@ -168,9 +170,8 @@ def test_classroom_shows_every_failed_tasks_feedback(run):
     for t in _tasks(run["results"]["dave"]):
         entry = tests[f"{t.id} (0/1)"]
         assert entry["status"] == "error" and entry["message"].startswith(f"❌ {t.id} (0/1) {t.status}: ")
-        what, hint = hint_of(t)
-        assert what in entry["message"] and hint in entry["message"]
-    assert hint_of(_tasks(run["results"]["dave"])[1])[1] in tests["02.batch_norm_train (0/1)"]["message"]
+        assert t.message in entry["message"] and (t.hint or "") in entry["message"]
+    assert _tasks(run["results"]["dave"])[1].hint in tests["02.batch_norm_train (0/1)"]["message"]
     # the reporter shows no line_no for an error test: the answer cell's line is in the message
     assert "(line 2 of your answer cell: raise ValueError(" in tests["02.channel_stats (0/1)"]["message"]
     alice = json.loads((run["out"] / "classroom-alice.json").read_text())["tests"]
@@ -288,7 +289,7 @@ WEIGHTED = Assignment((Exercise("02", STEM, (Task("02", "channel_stats", points=
 
 def _fake(notebook="subs/alice/02_bn_forward_exercises.ipynb", points=(3, 0.5), statuses=("pass", "fail")):
     """One learner's grade on WEIGHTED (tasks worth 3 and 0.5) from a made-up lesson-02 result."""
-    tasks = [TaskResult(tid, p if s == "pass" else 0, p, s, "" if s == "pass" else "case 2 (x (4, 3)): max error 0.1; hint: h")
+    tasks = [TaskResult(tid, p, p, s) if s == "pass" else TaskResult(tid, 0, p, s, "case 2 (x (4, 3)): max error 0.1", hint="h")
              for tid, p, s in zip(TASK_IDS, points, statuses)]
     r = NotebookResult(notebook, sum(t.points for t in tasks), sum(t.max_points for t in tasks), tasks, lesson="02")
     return grade_learners([r], WEIGHTED, ["subs"])[0]
@@ -314,12 +315,12 @@ def test_points_per_task_reach_every_format(tmp_path):
 def test_hint_and_case_fields_reach_every_format(tmp_path):
     """A result carrying ``hint`` and ``case`` apart from its message (the task definitions' form):
     the hint shows once in Classroom and Gradescope and under "Hint" in feedback, with the failing case."""
-    t = TaskResult("02.batch_norm_train", 0, 1, "fail", "case 3: y: max error 0.12 — hint: use the biased variance")
+    t = TaskResult("02.batch_norm_train", 0, 1, "fail", "case 3: y: max error 0.12")
     t.hint, t.case = "use the biased variance", "case 3 shape (2, 3, 4) float64"
     ok = TaskResult("02.channel_stats", 1, 1, "pass")
     r = NotebookResult("subs/erin/02_bn_forward_exercises.ipynb", 1, 2, [ok, t], lesson="02")
     (g,) = grade_learners([r], ASSIGNMENT, ["subs"])
-    assert hint_of(t) == ("case 3: y: max error 0.12", "use the biased variance")
+    assert format_table([g]).count("case 3: y: max error 0.12 — hint: use the biased variance") == 1
     test = classroom_report(g)["tests"][1]
     assert test["status"] == "error" and test["message"].count("use the biased variance") == 1
     gs = gradescope_report(g)["tests"][1]
@@ -369,7 +370,7 @@ def test_feedback_one_file_per_learner_with_verdict_case_and_hint(run):
     assert sorted(files) == ["alice", "bob", "carol", "dave"]
     assert "**2/2 points**" in files["alice"] and files["alice"].count("| passed |") == 2
     assert files["bob"].count("| not answered |") == 2
-    what, hint = hint_of(_tasks(run["results"]["dave"])[1])
+    what, hint = _tasks(run["results"]["dave"])[1].message, _tasks(run["results"]["dave"])[1].hint
     assert hint and what in files["dave"] and hint in files["dave"] and "**Hint:**" in files["dave"]
     assert "| wrong result |" in files["dave"] and "| your code raised an error |" in files["dave"]
     assert re.search(r"case \d+", files["dave"])

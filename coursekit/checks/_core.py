@@ -9,6 +9,7 @@ verdict names the first failing case, its message and hint, and which cases pass
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import html
 import inspect
@@ -18,6 +19,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+
+from coursekit.tasks._task import AUTOGRAD_NAMES
+from coursekit.verdicts import case_label, case_summary, static_feedback, with_hint
 
 __all__ = ["CheckResult", "run_check", "run_cases", "static_findings", "static_hint"]
 
@@ -55,22 +59,13 @@ class CheckResult:
         return self.passed
 
     def _which(self) -> str:
-        if not self.passed_cases:
-            return f"all {self.cases_total} cases fail"
-        if not self.failed_cases:
-            return f"all {self.cases_total} cases pass at run time"
-        return (
-            f"{len(self.passed_cases)}/{self.cases_total} cases pass ({'; '.join(self.passed_cases)}), "
-            f"failing: {'; '.join(self.failed_cases)}"
-        )
+        return case_summary(self.passed_cases, self.failed_cases)
 
     def summary(self) -> str:
-        """The one-line verdict."""
+        """The one-line verdict (``coursekit.verdicts`` words it as the grader does)."""
         if self.passed:
             return f"✔ {self.task}: {self.cases_run}/{self.cases_total} cases passed"
-        line = f"✘ {self.task}: {self.failing_case}: {self.message}"
-        if self.hint:
-            line += f" — hint: {self.hint}"
+        line = with_hint(f"✘ {self.task}: {self.failing_case}: {self.message}", self.hint)
         if self.cases_total > 1:
             line += f" [{self._which()}]"
         return line
@@ -114,8 +109,6 @@ def static_findings(task, obj) -> list[str]:
     except (OSError, TypeError):
         return []
     source = inspect.cleandoc("\n" + source) if source[:1].isspace() else source
-    import ast
-
     try:  # the answer's own code, without decorators (what registers it is not what it runs)
         tree = ast.parse(source)
         for node in tree.body:
@@ -171,23 +164,15 @@ def run_check(task, obj, guard: bool = True) -> CheckResult:
         cases = task.cases(np.random.default_rng(seed))
         raw = run_cases(task, {task.name: obj}, cases, guard)
         verdicts = [judge_case(task, c, r) for c, r in zip(cases, raw)]
-    descs = [f"case {i} {c.desc}" for i, c in enumerate(cases, 1)]
+    descs = [case_label(i, c.desc) for i, c in enumerate(cases, 1)]
     n = len(cases)
     passed = [c.desc for c, v in zip(cases, verdicts) if v.passed]
     failed = [c.desc for c, v in zip(cases, verdicts) if not v.passed]
     found = static_findings(task, obj)
     if found:  # as the grader: the static scan decides before any case
-        return CheckResult(
-            task.name,
-            False,
-            n,
-            n,
-            "the source of your answer",
-            f"uses {', '.join(found)}: the task asks you to implement it yourself",
-            hint=static_hint(found),
-            passed_cases=passed,
-            failed_cases=failed,
-        )
+        static = static_feedback(found, AUTOGRAD_NAMES)
+        return CheckResult(task.name, False, n, n, static.case, static.message, hint=static.hint,
+                           passed_cases=passed, failed_cases=failed)
     if failed:
         i = next(i for i, v in enumerate(verdicts) if not v.passed)
         v = verdicts[i]
@@ -196,9 +181,5 @@ def run_check(task, obj, guard: bool = True) -> CheckResult:
 
 
 def static_hint(found: list[str]) -> str:
-    """The hint for names the static scan found (the grader words it the same way)."""
-    from coursekit.tasks._task import AUTOGRAD_NAMES
-
-    if found[0] in AUTOGRAD_NAMES:
-        return f"derive and compute the gradients yourself: no autograd inside this function (found {found[0]})"
-    return f"do not use {found[0]}: the task is to re-implement it"
+    """The hint for names the static scan found (``coursekit.verdicts.static_feedback``'s)."""
+    return static_feedback(found, AUTOGRAD_NAMES).hint

@@ -13,13 +13,18 @@ workflow must fail then, not report a zero.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
 from coursekit.grader.assignment import default_solutions, grade_learners, load_assignment, plan
+from coursekit.grader.feedback import write_feedback
 from coursekit.grader.grade import grade_paths
+from coursekit.grader.gradescope import gradescope_report
 from coursekit.grader.intake import expand
+from coursekit.grader.progress import configure, step
 from coursekit.grader.reports import classroom_base64, classroom_report, emit, format_table, grades_json, write_gradebook
+from coursekit.grader.sandbox import SandboxUnavailable
 
 __all__ = ["add_arguments", "run"]
 
@@ -53,6 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sandbox", choices=("auto", "require", "none"), default="auto",
                         help="run each kernel in bubblewrap: auto (if it works here, else warn), require "
                              "(refuse without it), none (default auto)")
+    parser.add_argument("--verbose", "-v", action="store_true",
+                        help="log each step of each submission with its duration on stderr")
 
 
 
@@ -82,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
     if setup is None:
         return 2
     solutions, assignment = setup
+    configure(logging.INFO if getattr(args, "verbose", False) else logging.WARNING)
     files = list(dict.fromkeys(expand(args.submissions)))  # a path given twice is one submission
     one = _one_learner(args)
     if not files:
@@ -89,8 +97,6 @@ def run(args: argparse.Namespace) -> int:
         _write_outputs(args, assignment, grade_learners([], assignment, learner=one) if one else [], [],
                        note="no notebook (.ipynb) found in the submission")
         return 2
-    from coursekit.grader.sandbox import SandboxUnavailable
-
     to_grade, skipped = plan(files, assignment, _roots(args), learner=one)
     try:
         graded = grade_paths(to_grade, solutions, args.timeout, args.total_timeout, args.jobs,
@@ -103,10 +109,11 @@ def run(args: argparse.Namespace) -> int:
     unsandboxed = next((r.sandbox for r in results if r.sandbox.startswith("UNSANDBOXED")), None)
     if unsandboxed:  # on stderr, whatever else goes to stdout: an instructor must not miss it
         print(f"coursekit grade: WARNING: {unsandboxed}", file=sys.stderr)
-    grades = grade_learners(results, assignment, _roots(args), learner=one)
-    quiet = "-" in (str(args.json), args.classroom, getattr(args, "csv", None), getattr(args, "gradescope", None))
-    print(format_table(grades), file=sys.stderr if quiet else sys.stdout)
-    _write_outputs(args, assignment, grades, results)
+    with step("batch", "reports"):
+        grades = grade_learners(results, assignment, _roots(args), learner=one)
+        quiet = "-" in (str(args.json), args.classroom, getattr(args, "csv", None), getattr(args, "gradescope", None))
+        print(format_table(grades), file=sys.stderr if quiet else sys.stdout)
+        _write_outputs(args, assignment, grades, results)
     failed = any(r.error for r in results) or any(e.error for g in grades for e in g.exercises)
     return 1 if failed else 0
 
@@ -133,12 +140,8 @@ def _write_outputs(args: argparse.Namespace, assignment, grades: list, results: 
     if getattr(args, "classroom_base64", None):
         Path(args.classroom_base64).write_text(classroom_base64(classroom_report(grades[0])), encoding="ascii")
     if getattr(args, "gradescope", None):
-        from coursekit.grader.gradescope import gradescope_report
-
         emit(gradescope_report(grades[0], note), args.gradescope)
     if getattr(args, "csv", None) and grades:
         write_gradebook(grades, args.csv)
     if getattr(args, "feedback", None) and grades:
-        from coursekit.grader.feedback import write_feedback
-
         write_feedback(grades, args.feedback, getattr(args, "feedback_format", "md"))

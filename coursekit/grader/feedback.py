@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 
 from coursekit.grader.assignment import LearnerGrade
-from coursekit.grader.reports import format_points, hint_of
+from coursekit.grader.reports import format_points
 
 __all__ = ["FORMATS", "feedback_markdown", "feedback_html", "write_feedback"]
 
@@ -72,9 +72,9 @@ def feedback_markdown(g: LearnerGrade) -> str:
     for e, t in _failed(g):
         if e.error or (t.status == "missing" and not e.notebook):
             continue
-        what, hint = hint_of(t)
+        what, hint = t.message, t.hint
         lines += ["", f"## {_code(t.id)}: {_VERDICT.get(t.status, t.status)}", ""]
-        case = getattr(t, "case", None)
+        case = t.case
         if case and case not in what:
             lines += [f"Failing case: {_code(case)}", ""]
         lines.append(_fence(what or t.status))
@@ -113,9 +113,9 @@ def feedback_html(g: LearnerGrade) -> str:
     for ex, t in _failed(g):
         if ex.error or (t.status == "missing" and not ex.notebook):
             continue
-        what, hint = hint_of(t)
+        what, hint = t.message, t.hint
         out.append(f"<h2><code>{e(t.id)}</code>: {e(_VERDICT.get(t.status, t.status))}</h2>")
-        case = getattr(t, "case", None)
+        case = t.case
         if case and case not in what:
             out.append(f"<p>Failing case: <code>{e(case)}</code></p>")
         out.append(f"<pre>{e(what or t.status)}</pre>")

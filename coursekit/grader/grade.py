@@ -24,12 +24,21 @@ there as cell source.
 from __future__ import annotations
 
 import ast
+import logging
+import multiprocessing
 import secrets
 import shutil
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
+
+import coursekit
+from coursekit.grader import in_kernel
 from coursekit.grader.bounded import OutputError, load_json, load_npz, new_dir, save_npz, write_json
 from coursekit.grader.intake import (
     answer_sources,
@@ -42,79 +51,81 @@ from coursekit.grader.intake import (
     trusted_digest,
 )
 from coursekit.grader.kernel import Kernel
+from coursekit.grader.progress import configure, log, progress_bar, step
 from coursekit.grader.results import GradingError, NotebookResult, TaskResult
 from coursekit.grader.sandbox import resolve as resolve_sandbox
 from coursekit.grader.scan import defined_and_used, forbidden_uses, parse, with_helpers
+from coursekit.tasks import Verdict, judge_case
+from coursekit.tasks._task import AUTOGRAD_NAMES
+from coursekit.verdicts import Feedback, case_label, static_feedback, unusable, with_summary
 
 __all__ = ["grade_notebook", "grade_paths"]
 
 _TRUSTED_CELL_TIMEOUT = 120.0  # seconds for the instructor's setup cells (imports on a loaded machine)
 _MAX_OUTPUT_BYTES = 64 * 2**20  # a probe writing more than this is treated as an error, not loaded
+_TRUSTED_KINDS = ("harness", "lock", "instructor")
 
 
-def _lock_cell(tasks) -> str:
-    """The cell that arms ``coursekit.grader.guard.lock`` with the union of what the tasks forbid."""
-    ops = {op: what for t in tasks for op, what in t.forbidden_ops.items()}
-    targets = sorted({w for t in tasks for w in t.watch})
-    return (f"import coursekit.grader.guard as _coursekit_guard\n_coursekit_guard.lock({ops!r}, {targets!r})\n"
-            "del _coursekit_guard\n")
+@dataclass(frozen=True)
+class _Cell:
+    """One cell sent to the kernel.
 
-
-def _write_inputs(task_dir: Path, cases) -> None:
-    # new files only, in a directory just made by new_dir (bounded.py): nothing planted is followed
-    write_json(task_dir / "cases.json", [params for params, _ in cases])
-    for i, (_, arrays) in enumerate(cases):
-        save_npz(task_dir / f"in{i}.npz", arrays)
-
-
-def _read_outputs(task_dir: Path, task, cases) -> tuple[str, str, str | None, str | None]:
-    """Judge the kernel's plain outputs with the task's own judge: (status, message, case, hint).
-
-    Every case is judged (``coursekit.tasks.judge_case``, the same function the check cell uses);
-    the first case that does not pass decides the status and is reported with its hint.
+    ``kind``: ``"harness"`` (``in_kernel.py``), ``"lock"`` (the guard's), ``"instructor"`` (setup and given
+    code) are trusted and get at least ``_TRUSTED_CELL_TIMEOUT``; ``"answer"`` and ``"probe"`` run the
+    learner's code and get ``--timeout``. ``task``: the task an answer or probe belongs to.
     """
-    from coursekit.tasks import judge_case
 
-    first = None
-    passed, failed = [], []
-    for i, case in enumerate(cases):
-        res_path, out_path = task_dir / f"res{i}.json", task_dir / f"out{i}.npz"
-        label = f"case {i + 1} {case.desc}"
-        try:
-            res = load_json(res_path)  # bounded.py: regular file, size and depth capped
-        except OutputError as exc:
-            if not res_path.exists():
-                return "error", f"{label}: no result (the code under test did not return)", label, None
-            return "error", f"{label}: unusable result ({exc})", label, None
-        if not isinstance(res, dict):
-            return "error", f"{label}: malformed result", label, None
-        try:
-            res["arrays"] = load_npz(out_path, max_bytes=_MAX_OUTPUT_BYTES)  # members and array headers checked first
-        except OutputError as exc:
-            return "error", f"{label}: unusable output ({exc})", label, None
-        try:
-            verdict = judge_case(task, case, res)
-        except Exception as exc:  # plain data the judge cannot use: the answer's failure, not the grader's
-            failed.append(case.desc)
-            if first is None:
-                first = ("fail", f"{label}: unusable output ({type(exc).__name__}: {str(exc)[:200]})", label, None)
-            continue
-        (passed if verdict.passed else failed).append(case.desc)
-        if not verdict.passed and first is None:
-            first = (verdict.status, f"{label}: {verdict.message}", label, verdict.hint)
-    if first is None:
-        return "pass", "", None, None
-    status, message, label, hint = first
-    if not passed:
-        message += f" [all {len(cases)} cases fail]"
-    else:  # which shapes/dtypes/modes work and which do not (the check cell says the same)
-        message += f" [{len(passed)}/{len(cases)} cases pass ({'; '.join(passed)}), failing: {'; '.join(failed) or '-'}]"
-    return status, message, label, hint
+    kind: str
+    source: str
+    task: str | None = None
+
+    @property
+    def trusted(self) -> bool:
+        return self.kind in _TRUSTED_KINDS
+
+
+@dataclass
+class _Grading:
+    """The state of one submission's grading, shared by the steps of ``grade_notebook``."""
+
+    path: Path
+    solutions: Path
+    timeout: float
+    total_timeout: float
+    tasks: dict
+    started: float = field(default_factory=time.monotonic)
+    results: dict[str, TaskResult] = field(default_factory=dict)
+    rejected: set[str] = field(default_factory=set)  # failed the static scan; their answers still run
+    answer_errors: dict[str, str] = field(default_factory=dict)  # task -> what its answer cell raised
+    replay: list[_Cell] = field(default_factory=list)  # cells that ran to completion, replayed after a restart
+    kernel: Kernel | None = None
+
+    def remaining(self) -> float:
+        return self.started + self.total_timeout - time.monotonic()
+
+    def limit(self, cell: _Cell) -> float:
+        """Seconds ``cell`` may run: ``--timeout`` (at least ``_TRUSTED_CELL_TIMEOUT`` for trusted cells),
+        within what is left of ``--total-timeout``, and at least 1 s."""
+        per_cell = max(self.timeout, _TRUSTED_CELL_TIMEOUT) if cell.trusted else self.timeout
+        return max(1.0, min(per_cell, self.remaining()))
+
+    def settle(self, name: str, feedback: Feedback) -> None:
+        """Record a task's verdict; the first one recorded stands."""
+        if name not in self.results:
+            t = self.tasks[name]
+            self.results[name] = TaskResult(t.id, t.points if feedback.status == "pass" else 0, t.points,
+                                            feedback.status, feedback.message, hint=feedback.hint, case=feedback.case)
+
+    def pending(self) -> list[str]:
+        return [name for name in self.tasks if name not in self.results]
 
 
 def grade_notebook(path, solutions="solutions", timeout: float = 60.0, total_timeout: float = 600.0,
                    seed: int | None = None, sandbox: str = "auto", data: bytes | None = None) -> NotebookResult:
     """Grade one submission (see the module docstring). Never modifies ``path``.
+
+    The steps: read, scan, assemble, run (kernel start, setup and answers), probe (each task, judged
+    here), verify the trusted files, result; each is logged with its duration (``progress.step``).
 
     Args:
         path: the submitted ``.ipynb``.
@@ -128,159 +139,236 @@ def grade_notebook(path, solutions="solutions", timeout: float = 60.0, total_tim
     Returns:
         a ``NotebookResult``; if the file cannot be graded, one with ``error`` set and score 0.
     """
-    import numpy as np
-
-    from coursekit.checks._core import static_hint
-    from coursekit.grader import in_kernel
-
-    path = Path(path)
-    t0 = time.monotonic()
+    path, solutions = Path(path), Path(solutions)
+    started = time.monotonic()
     sandboxed, sandbox_desc = resolve_sandbox(sandbox)
     exercise = None
     try:
-        nb = read_submission(path, data)
-        exercise = identify_exercise(nb, path)
-        instructor = instructor_notebook(exercise, Path(solutions))
+        with step(path, "read"):
+            nb = read_submission(path, data)
+            exercise = identify_exercise(nb, path)
+            instructor = instructor_notebook(exercise, solutions)
     except GradingError as exc:  # the lesson when known: the assignment counts it as that exercise's notebook
         return NotebookResult(str(path), 0, 0, lesson=exercise and exercise.lesson, error=str(exc))
-    tasks = {t.name: t for t in exercise.tasks}
-    results: dict[str, TaskResult] = {}
-
-    def settle(name: str, status: str, message: str = "", case: str | None = None, hint: str | None = None) -> None:
-        if name not in results:
-            t = tasks[name]
-            text = message + (f" — hint: {hint}" if hint else "")
-            results[name] = TaskResult(t.id, t.points if status == "pass" else 0, t.points, status, text,
-                                       hint=hint, case=case)
-
-    answers = answer_sources(nb)
-    rejected: set[str] = set()  # failed the static scan
-    placeholders = {c.id: c.source for c in instructor.cells if c.get("id", "").startswith("answer-")}
-    for name, t in tasks.items():
-        if t.answer_cell not in answers:
-            settle(name, "missing", f"answer cell {t.answer_cell} not found")
-        elif answers[t.answer_cell].strip() == placeholders.get(t.answer_cell, "").strip():
-            settle(name, "missing", "not attempted (the answer cell is unchanged)")
-        else:
-            bad = []
-            sources = with_helpers(answers, t.answer_cell)
-            own = frozenset().union(*(defined_and_used(src)[0] for src in sources))
-            for src in sources:
-                bad += forbidden_uses(src, t.forbidden_names, own)
-            if bad:
-                rejected.add(name)
-                found = sorted(set(bad))
-                settle(name, "fail", f"uses {', '.join(found)}: the task asks you to implement it yourself",
-                       "the source of your answer", static_hint(found))
-
-    # The cells the kernel runs: the instructor's, minus checks, with the learner's answers in place.
-    # First, before any other cell, the code the probes use (in_kernel.py): it captures its I/O
-    # functions before any learner code can replace them. Before the first answer, the guard's lock
-    # (coursekit.grader.guard): what the notebook's tasks forbid is refused for the kernel's life.
-    harness = Path(in_kernel.__file__).read_text()
-    cells: list[tuple[str | None, str]] = [(None, harness)]  # (task name or None, source)
-    lock = _lock_cell(tasks.values())
-    for c in instructor.cells:
-        cid = c.get("id", "")
-        if c.cell_type != "code" or cid.startswith("check-"):
-            continue
-        if cid.startswith("answer-") and lock:
-            cells.append((None, lock))
-            lock = ""
-        if cid.startswith("answer-"):
-            name = cid[len("answer-"):]
-            # rejected answers still run: another task's answer may call them
-            if name in tasks and (name not in results or name in rejected):
-                cells.append((name, answers[cid]))
-            continue
-        tree = parse(c.source)
-        if tree is not None and {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} & set(tasks):
-            continue  # an instructor's demo of the learner's code: untrusted in effect, and not graded
-        cells.append((None, c.source))
-
-    deadline = t0 + total_timeout
-    rng = np.random.default_rng(secrets.randbits(128) if seed is None else seed)
-    work = Path(tempfile.mkdtemp(prefix="coursekit-grade-"))  # mode 0700; the sandbox sees only this one
-    probe_root = work / secrets.token_hex(8)  # outside the kernel's cwd, under an unguessable name
-    probe_root.mkdir()
-    cwd = work / "cwd"
-    cwd.mkdir()
-    import coursekit
-
+    g = _Grading(path, solutions, timeout, total_timeout, {t.name: t for t in exercise.tasks}, started)
+    with step(path, "scan"):
+        answers = _scan(g, nb, instructor)
+    with step(path, "assemble"):
+        cells = _assemble(g, instructor, answers)
     digest = trusted_digest(solutions)
-    kernel = Kernel(cwd, sandboxed, hidden=[Path(solutions), Path(coursekit.__file__).resolve().parents[1] / "solutions"])
-    replay: list[tuple[str | None, str]] = []  # cells that ran to completion (ok or error), to replay after a restart
-    answer_errors: dict[str, str] = {}
-
-    def restart() -> None:
-        kernel.stop()
-        kernel.start()
-        for name, src in replay:
-            limit = timeout if name else max(timeout, _TRUSTED_CELL_TIMEOUT)
-            if kernel.run(src, max(1.0, min(limit, deadline - time.monotonic())))[0] in ("timeout", "dead"):
-                break
-
-    try:
-        if all(name in results for name in tasks):  # nothing to run: skip the kernel altogether
-            cells = []
-        else:
-            kernel.start()
-        for name, src in cells:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            # the instructor's own cells (setup, given code) are trusted: --timeout limits the learner's
-            limit = timeout if name else max(timeout, _TRUSTED_CELL_TIMEOUT)
-            status, msg = kernel.run(src, min(limit, remaining))
-            if status in ("ok", "error"):
-                replay.append((name, src))
-                if status == "error" and name:
-                    answer_errors[name] = msg
-            elif name:
-                settle(name, "timeout" if status == "timeout" else "error", f"answer cell: {msg}")
-                restart()
-            else:
-                restart()
-        for name in tasks:
-            if name in results:
-                continue
-            task = tasks[name]
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                settle(name, "timeout", f"total time limit of {total_timeout:g} s reached before this task ran")
-                continue
-            task_dir = new_dir(probe_root, name)  # fresh: a directory the kernel pre-created is never reused
-            cases = task.cases(rng)
-            try:
-                _write_inputs(task_dir, [(c.params, c.arrays) for c in cases])
-            except OSError as exc:  # something the kernel planted: this task's error, not the grader's
-                settle(name, "error", f"could not write this task's inputs ({exc.strerror})")
-                continue
-            source = task.body + f"\n_coursekit_probe({str(task_dir)!r}, _coursekit_body)\n"
-            status, msg = kernel.run(source, min(timeout, remaining))
-            if status in ("timeout", "dead"):
-                settle(name, "timeout" if status == "timeout" else "error", msg)
-                restart()
-                continue
-            st, message, case, hint = _read_outputs(task_dir, task, cases)
-            if st == "error" and name in answer_errors:
-                message = f"the answer cell raised {answer_errors[name]}"
-            settle(name, st, message, case, hint)
-    finally:
-        kernel.stop()
-        shutil.rmtree(work, ignore_errors=True)
-    changed = changed_files(digest, solutions)
+    if g.pending():  # else nothing to run: no kernel at all
+        _run_and_probe(g, cells, sandboxed, np.random.default_rng(secrets.randbits(128) if seed is None else seed))
+    with step(path, "verify trusted files"):
+        changed = changed_files(digest, solutions)
     if changed and sandboxed is None:  # the kernel could have written them: this submission is not trusted
         return NotebookResult(str(path), 0, 0, error=f"trusted files changed while grading this submission: "
                               f"{', '.join(changed[:5])}", sandbox=sandbox_desc)
     if changed:  # read-only to the sandboxed kernel: changed by someone else (e.g. an edit during the run)
         sandbox_desc += f"; WARNING: trusted files changed during grading, not by this kernel: {', '.join(changed[:5])}"
-    for name in tasks:
-        settle(name, "timeout", "total time limit reached")
-    ordered = [results[n] for n in tasks]
-    return NotebookResult(str(path), sum(r.points for r in ordered), sum(r.max_points for r in ordered), ordered,
-                          lesson=exercise.lesson, seconds=round(time.monotonic() - t0, 2), sandbox=sandbox_desc)
+    return _result(g, exercise, sandbox_desc)
 
+
+def _scan(g: _Grading, nb, instructor) -> dict[str, str]:
+    """Settle what needs no kernel (a missing or unchanged answer, a forbidden name in the source);
+    return the submission's answer sources by cell id."""
+    answers = answer_sources(nb)
+    placeholders = {c.id: c.source for c in instructor.cells if c.get("id", "").startswith("answer-")}
+    for name, t in g.tasks.items():
+        if t.answer_cell not in answers:
+            g.settle(name, Feedback("missing", f"answer cell {t.answer_cell} not found"))
+        elif answers[t.answer_cell].strip() == placeholders.get(t.answer_cell, "").strip():
+            g.settle(name, Feedback("missing", "not attempted (the answer cell is unchanged)"))
+        else:
+            found = _forbidden_found(answers, t)
+            if found:
+                g.rejected.add(name)
+                g.settle(name, static_feedback(found, AUTOGRAD_NAMES))
+    return answers
+
+
+def _forbidden_found(answers: dict[str, str], task) -> list[str]:
+    """The forbidden names in a task's answer and the helpers it uses from other cells, sorted."""
+    sources = with_helpers(answers, task.answer_cell)
+    own = frozenset().union(*(defined_and_used(src)[0] for src in sources))
+    return sorted({name for src in sources for name in forbidden_uses(src, task.forbidden_names, own)})
+
+
+def _assemble(g: _Grading, instructor, answers: dict[str, str]) -> list[_Cell]:
+    """The cells the kernel runs: the instructor's, minus checks, with the learner's answers in place.
+
+    First the code the probes use (``in_kernel.py``): it captures its I/O functions before any
+    learner code can replace them. Before the first answer, the guard's lock
+    (``coursekit.grader.guard``): what the notebook's tasks forbid is refused for the kernel's life.
+    """
+    cells = [_Cell("harness", Path(in_kernel.__file__).read_text())]
+    lock = _Cell("lock", _lock_cell(g.tasks.values()))
+    for c in instructor.cells:
+        cid = c.get("id", "")
+        if c.cell_type != "code" or cid.startswith("check-"):
+            continue
+        if cid.startswith("answer-"):
+            if lock not in cells:
+                cells.append(lock)
+            name = cid[len("answer-"):]
+            # rejected answers still run: another task's answer may call them
+            if name in g.tasks and (name not in g.results or name in g.rejected):
+                cells.append(_Cell("answer", answers[cid], name))
+        elif not _calls_learner_code(c.source, g.tasks):
+            cells.append(_Cell("instructor", c.source))
+    return cells
+
+
+def _calls_learner_code(source: str, tasks: dict) -> bool:
+    """An instructor's demo of the learner's code: untrusted in effect, and not graded."""
+    tree = parse(source)
+    return tree is not None and bool({n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} & set(tasks))
+
+
+def _lock_cell(tasks) -> str:
+    """The cell that arms ``coursekit.grader.guard.lock`` with the union of what the tasks forbid."""
+    ops = {op: what for t in tasks for op, what in t.forbidden_ops.items()}
+    targets = sorted({w for t in tasks for w in t.watch})
+    return (f"import coursekit.grader.guard as _coursekit_guard\n_coursekit_guard.lock({ops!r}, {targets!r})\n"
+            "del _coursekit_guard\n")
+
+
+def _run_and_probe(g: _Grading, cells: list[_Cell], sandboxed, rng: np.random.Generator) -> None:
+    """In a fresh private directory and kernel: run the cells, then probe every task still open."""
+    work = Path(tempfile.mkdtemp(prefix="coursekit-grade-"))  # mode 0700; the sandbox sees only this one
+    try:
+        probe_root = work / secrets.token_hex(8)  # outside the kernel's cwd, under an unguessable name
+        probe_root.mkdir()
+        (work / "cwd").mkdir()
+        hidden = [g.solutions, Path(coursekit.__file__).resolve().parents[1] / "solutions"]
+        g.kernel = Kernel(work / "cwd", sandboxed, hidden=hidden)
+        with step(g.path, "kernel start"):
+            g.kernel.start()
+        _run_cells(g, cells)
+        _probe_all(g, rng, probe_root)
+    finally:
+        if g.kernel is not None:
+            with step(g.path, "kernel stop"):
+                g.kernel.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _lost(status: str) -> str:
+    """The task status for a cell that did not finish: ``"timeout"``, or ``"error"`` for a dead kernel."""
+    return "timeout" if status == "timeout" else "error"
+
+
+def _run_cells(g: _Grading, cells: list[_Cell]) -> None:
+    """Run the assembled cells in order; a cell that times out or kills the kernel costs its task only."""
+    for cell in cells:
+        if g.remaining() <= 0:
+            break
+        with step(g.path, f"run {cell.kind} cell" + (f" {cell.task}" if cell.task else "")):
+            status, msg = g.kernel.run(cell.source, g.limit(cell))
+        if status in ("ok", "error"):
+            g.replay.append(cell)
+            if status == "error" and cell.task:
+                g.answer_errors[cell.task] = msg
+            continue
+        if cell.task:
+            g.settle(cell.task, Feedback(_lost(status), f"answer cell: {msg}"))
+        _restart(g)
+
+
+def _restart(g: _Grading) -> None:
+    """A fresh kernel with the setup and surviving answers replayed (stops at one that does not finish)."""
+    with step(g.path, "restart"):
+        g.kernel.stop()
+        g.kernel.start()
+        for cell in g.replay:
+            if g.kernel.run(cell.source, g.limit(cell))[0] in ("timeout", "dead"):
+                break
+
+
+def _probe_all(g: _Grading, rng: np.random.Generator, probe_root: Path) -> None:
+    for name in g.pending():
+        if g.remaining() <= 0:
+            g.settle(name, Feedback("timeout", f"total time limit of {g.total_timeout:g} s reached before this task ran"))
+        else:
+            g.settle(name, _probe(g, g.tasks[name], rng, probe_root))
+
+
+def _probe(g: _Grading, task, rng: np.random.Generator, probe_root: Path) -> Feedback:
+    """One task's hidden cases: inputs written, the task's body run in the kernel, its outputs judged here."""
+    task_dir = new_dir(probe_root, task.name)  # fresh: a directory the kernel pre-created is never reused
+    cases = task.cases(rng)
+    try:
+        _write_inputs(task_dir, [(c.params, c.arrays) for c in cases])
+    except OSError as exc:  # something the kernel planted: this task's error, not the grader's
+        return Feedback("error", f"could not write this task's inputs ({exc.strerror})")
+    cell = _Cell("probe", task.body + f"\n_coursekit_probe({str(task_dir)!r}, _coursekit_body)\n", task.name)
+    with step(g.path, f"probe {task.name}"):
+        status, msg = g.kernel.run(cell.source, g.limit(cell))
+    if status in ("timeout", "dead"):
+        _restart(g)
+        return Feedback(_lost(status), msg)
+    with step(g.path, f"judge {task.name}"):
+        feedback = _judge_outputs(task_dir, task, cases)
+    if feedback.status == "error" and task.name in g.answer_errors:
+        feedback = replace(feedback, message=f"the answer cell raised {g.answer_errors[task.name]}")
+    return feedback
+
+
+def _write_inputs(task_dir: Path, cases) -> None:
+    # new files only, in a directory just made by new_dir (bounded.py): nothing planted is followed
+    write_json(task_dir / "cases.json", [params for params, _ in cases])
+    for i, (_, arrays) in enumerate(cases):
+        save_npz(task_dir / f"in{i}.npz", arrays)
+
+
+def _load_case(task_dir: Path, index: int, label: str) -> dict | Feedback:
+    """The kernel's plain result of one case (bounded reads), or the error that makes it unusable."""
+    res_path, out_path = task_dir / f"res{index}.json", task_dir / f"out{index}.npz"
+    try:
+        res = load_json(res_path)  # bounded.py: regular file, size and depth capped
+    except OutputError as exc:
+        if not res_path.exists():
+            return Feedback("error", f"{label}: no result (the code under test did not return)", label)
+        return Feedback("error", f"{label}: {unusable('result', str(exc))}", label)
+    if not isinstance(res, dict):
+        return Feedback("error", f"{label}: malformed result", label)
+    try:
+        res["arrays"] = load_npz(out_path, max_bytes=_MAX_OUTPUT_BYTES)  # members and array headers checked first
+    except OutputError as exc:
+        return Feedback("error", f"{label}: {unusable('output', str(exc))}", label)
+    return res
+
+
+def _judge_outputs(task_dir: Path, task, cases) -> Feedback:
+    """Judge the kernel's plain outputs with the task's own judge.
+
+    Every case is judged (``coursekit.tasks.judge_case``, the same function the check cell uses);
+    the first case that does not pass decides the verdict, with which cases pass and fail.
+    """
+    first = None
+    passed, failed = [], []
+    for i, case in enumerate(cases):
+        label = case_label(i + 1, case.desc)
+        res = _load_case(task_dir, i, label)
+        if isinstance(res, Feedback):
+            return res
+        try:
+            verdict = judge_case(task, case, res)
+        except Exception as exc:  # plain data the judge cannot use: the answer's failure, not the grader's
+            verdict = Verdict("fail", unusable("output", exc))
+        (passed if verdict.passed else failed).append(case.desc)
+        if not verdict.passed and first is None:
+            first = Feedback(verdict.status, f"{label}: {verdict.message}", label, verdict.hint)
+    if first is None:
+        return Feedback("pass")
+    return replace(first, message=with_summary(first.message, passed, failed))
+
+
+def _result(g: _Grading, exercise, sandbox_desc: str) -> NotebookResult:
+    for name in g.pending():
+        g.settle(name, Feedback("timeout", "total time limit reached"))
+    ordered = [g.results[n] for n in g.tasks]
+    return NotebookResult(str(g.path), sum(r.points for r in ordered), sum(r.max_points for r in ordered), ordered,
+                          lesson=exercise.lesson, seconds=round(time.monotonic() - g.started, 2), sandbox=sandbox_desc)
 
 
 def _grade_one(args) -> NotebookResult:
@@ -288,6 +376,7 @@ def _grade_one(args) -> NotebookResult:
     try:
         return grade_notebook(path, solutions, timeout, total, sandbox=sandbox, data=data)
     except Exception as exc:  # a grader bug must not take the other submissions down
+        log.exception("%s: internal grader error", path)
         return NotebookResult(str(path), 0, 0, error=f"internal grader error: {type(exc).__name__}: {exc}")
 
 
@@ -296,33 +385,40 @@ def grade_paths(paths, solutions="solutions", timeout: float = 60.0, total_timeo
     """Grade files and directories (every ``.ipynb`` below a directory), ``jobs`` at a time.
 
     Every submission is read before any kernel starts. Raises ``SandboxUnavailable`` up front for
-    ``sandbox="require"`` without a working bubblewrap.
+    ``sandbox="require"`` without a working bubblewrap. A batch shows a progress line on a terminal
+    (``progress.progress_bar``).
     """
     files = expand(paths)
     resolve_sandbox(sandbox)
-    blobs = read_all(files)
+    with step("batch", f"read {len(files)} submission(s)"):
+        blobs = read_all(files)
     work = [(str(f), str(solutions), timeout, total_timeout, sandbox, blobs[str(f)]) for f in files]
-    if jobs <= 1 or len(work) <= 1:
-        return [_grade_one(w) for w in work]
-    return _in_workers(work, jobs)
+    with progress_bar(len(work)) as bar:
+        if jobs <= 1 or len(work) <= 1:
+            results = []
+            for w in work:
+                results.append(_grade_one(w))
+                bar.update()
+            return results
+        return _in_workers(work, jobs, bar)
 
 
-def _in_workers(work: list, jobs: int) -> list[NotebookResult]:
+def _in_workers(work: list, jobs: int, bar) -> list[NotebookResult]:
     """``_grade_one`` over ``work`` in ``jobs`` worker processes. Without the sandbox a kernel can kill
     a worker, which breaks the pool: the submissions it took down are then graded one per worker,
     and only the one whose own worker dies is reported as not graded."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-    from concurrent.futures.process import BrokenProcessPool
 
     def run(items: list[int], n: int) -> tuple[dict, list[int]]:
         done, lost = {}, []
-        # spawn: the workers start clean instead of inheriting a forked copy of torch's thread pools
-        with ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn")) as pool:
+        # spawn: the workers start clean instead of inheriting a forked copy of torch's thread pools;
+        # each logs at the level this process logs at
+        with ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_worker_logging, initargs=(log.getEffectiveLevel(),)) as pool:
             futures = {i: pool.submit(_grade_one, work[i]) for i in items}
             for i, fut in futures.items():
                 try:
                     done[i] = fut.result()
+                    bar.update()
                 except BrokenProcessPool:
                     lost.append(i)
         return done, lost
@@ -332,7 +428,12 @@ def _in_workers(work: list, jobs: int) -> list[NotebookResult]:
         alone, died = run([i], 1)
         results.update(alone)
         for j in died:
+            log.warning("%s: its grading process was killed", work[j][0])
             results[j] = NotebookResult(work[j][0], 0, 0, error="not graded: its grading process was killed "
                                         "(by the submission's kernel; grade with --sandbox require)")
     return [results[i] for i in range(len(work))]
 
+
+def _worker_logging(level: int) -> None:
+    if level < logging.WARNING:
+        configure(level)

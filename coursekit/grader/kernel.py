@@ -11,7 +11,9 @@ learner that cell, not the grader its memory).
 """
 from __future__ import annotations
 
+import logging
 import os
+import site
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +24,8 @@ KERNEL_ENV = {"PATH", "USER", "LANG", "LC_ALL", "LC_CTYPE", "PYTHONPATH", "VIRTU
               "CONDA_PREFIX", "SYSTEMROOT", "JUPYTER_PATH", "MPLBACKEND"}
 MAX_CELL_OUTPUT = 2**20  # bytes of text/data kept per cell: the grader reads verdicts from files, not output
 MAX_MESSAGE = 32 * 2**20  # bytes per ZeroMQ message from the kernel
+
+log = logging.getLogger("coursekit.grader")
 
 
 def _client_class():
@@ -71,7 +75,8 @@ class Kernel:
         for attempt in range(attempts):
             try:
                 return self._start()
-            except Exception:
+            except Exception as exc:
+                log.warning("kernel start failed (attempt %d of %d): %s: %s", attempt + 1, attempts, type(exc).__name__, exc)
                 self.stop()
                 if attempt == attempts - 1:
                     raise
@@ -84,8 +89,6 @@ class Kernel:
                    MPLCONFIGDIR=str(self.home / ".config" / "matplotlib"), XDG_CACHE_HOME=str(self.home / ".cache"),
                    JUPYTER_DATA_DIR=str(self.home / ".jupyter"), TMPDIR="/tmp" if self.sandbox else str(self.work),
                    PYTHONDONTWRITEBYTECODE="1")
-        import site
-
         if os.path.isdir(site.getusersitepackages()):  # HOME moved: keep packages installed with --user
             env["PYTHONUSERBASE"] = site.getuserbase()
         env.setdefault("USER", "learner")
@@ -166,13 +169,13 @@ class Kernel:
         if self.client is not None and self.client.km is not None:
             try:
                 self.client._cleanup_kernel()
-            except Exception:
-                pass
+            except Exception:  # the process is killed below whatever the manager managed
+                log.warning("stopping the kernel through its manager failed", exc_info=True)
         self.client = None
         proc, self.process = self.process, None
         if proc is not None and proc.poll() is None:  # the manager gave up on it: make sure
             try:
                 proc.kill()
                 proc.wait(10)
-            except Exception:
-                pass
+            except Exception:  # nothing more to try: say so, a stuck kernel may hold a core
+                log.warning("killing the kernel process %s failed", proc.pid, exc_info=True)

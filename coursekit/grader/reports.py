@@ -15,14 +15,14 @@ import base64
 import csv
 import io
 import json
-import re
 from pathlib import Path
 
 from coursekit.grader.assignment import Assignment, LearnerGrade
 from coursekit.grader.results import NotebookResult, TaskResult
+from coursekit.verdicts import with_hint
 
 __all__ = ["format_table", "format_points", "grades_json", "classroom_report", "classroom_base64",
-           "gradebook_rows", "write_gradebook", "hint_of", "feedback_text", "emit"]
+           "gradebook_rows", "write_gradebook", "feedback_text", "emit"]
 
 
 def format_points(x) -> str:
@@ -43,7 +43,7 @@ def format_table(grades: list[LearnerGrade]) -> str:
             width = max((len(t.id) for t in e.tasks), default=0)
             for t in e.tasks:
                 points = f"{format_points(t.points)}/{format_points(t.max_points)}"
-                lines.append(f"    {t.id:<{width}}  {points}  {t.status:<7}  {t.message}".rstrip())
+                lines.append(f"    {t.id:<{width}}  {points}  {t.status:<7}  {with_hint(t.message, t.hint)}".rstrip())
         for notebook, why in g.not_counted:
             lines.append(f"  not counted: {notebook}: {why}")
     lines.append(f"{len(grades)} learner(s), each out of {format_points(grades[0].max_score) if grades else 0} points")
@@ -56,24 +56,9 @@ def grades_json(grades: list[LearnerGrade], results: list[NotebookResult], assig
             "learners": [g.to_json() for g in grades], "notebooks": [r.to_json() for r in results]}
 
 
-_HINT_SEP = re.compile(r"(?:;| —) hint: ")
-
-
-def hint_of(task: TaskResult) -> tuple[str, str]:
-    """(what failed, hint) of a task's feedback: the message without its hint, and the hint (the
-    result's ``hint`` field, else what follows ``"; hint: "`` or ``" — hint: "`` in the message)."""
-    parts = _HINT_SEP.split(task.message, maxsplit=1)
-    hint = getattr(task, "hint", None) or (parts[1] if len(parts) > 1 else "")
-    return parts[0], hint
-
-
 def feedback_text(task: TaskResult) -> str:
-    """A task's whole feedback on one line: the message, and the hint if the result keeps it apart."""
-    what, hint = hint_of(task)
-    text = task.message or what
-    if hint and hint not in text:
-        text = f"{text}; hint: {hint}"
-    return text or "no feedback"
+    """A task's whole feedback on one line: its message and hint (``coursekit.verdicts.with_hint``)."""
+    return with_hint(task.message, task.hint) or "no feedback"
 
 
 def classroom_report(grade: LearnerGrade) -> dict:

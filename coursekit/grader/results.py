@@ -21,8 +21,8 @@ class TaskResult:
     points: int
     max_points: int
     status: str
-    message: str = ""  # the whole verdict (case, what was wrong, " — hint: ..."), for formats that show one text
-    hint: str | None = None  # the hint alone (a recognised mistake), when there is one
+    message: str = ""  # what was wrong (case, then what), without the hint
+    hint: str | None = None  # what the mistake most likely is (a recognised wrong answer), when known
     case: str | None = None  # the first failing case, e.g. "case 3 shape (2, 3, 4, 5) float64"
 
 
