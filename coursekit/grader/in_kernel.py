@@ -8,7 +8,7 @@ strings): it judges nothing. What it returns for one case (``_coursekit_run_case
     {"ok": bool, "arrays": {name: np.ndarray}, "meta": {...JSON...},
      "ops": [operators ("aten::name") the dispatcher ran inside the learner's calls, in this thread],
      "autograd": whether an autograd backward ran inside them,
-     "autograd_nested": whether a backward started inside another one (inside one ``with REC:``),
+     "autograd_nested": whether a backward started inside another one (inside one ``with recording:``),
      "refused": [what the check's guard noticed after the fact (a child process)],
      "error": {"type", "message", "line", "code", "cell"} when the learner's code raised}
 
@@ -70,7 +70,7 @@ class _CoursekitRecorder(_CoursekitDispatchMode):
         self.ops.add(func._schema.name)
         if io["current_node"]() is not None:
             self.autograd = True
-            # a second backward started inside one ``with REC:`` that runs one (BatchNormFunction's
+            # a second backward started inside one ``with recording:`` that runs one (BatchNormFunction's
             # backward differentiating its own forward) shows as a second graph task
             self.graph_tasks.add(io["graph_task"]())
             self.nested = self.nested or io["len"](self.graph_tasks) > 1
@@ -150,7 +150,7 @@ def _coursekit_plain(out):
 
 
 class _CoursekitRecording:
-    """``with REC:`` around the learner's calls in a body: ops recorded across all of them."""
+    """``with recording:`` around the learner's calls in a body: ops recorded across all of them."""
 
     def __init__(self):
         self.recorder = _CoursekitRecorder()
@@ -168,13 +168,13 @@ class _CoursekitRecording:
 def _coursekit_run_case(body, case, arrays):
     """Run one case of a task's body on its inputs; the result as plain data (see the module docstring)."""
     io = _COURSEKIT_IO
-    T = {k: io["from_numpy"](v.copy()) for k, v in arrays.items()}
-    A = {k: v.copy() for k, v in arrays.items()}
+    tensors = {k: io["from_numpy"](v.copy()) for k, v in arrays.items()}
+    copies = {k: v.copy() for k, v in arrays.items()}
     rec = _CoursekitRecording()
     result = {"ok": True, "arrays": {}, "meta": {}, "error": None}
     try:
         with _coursekit_torch.enable_grad():
-            out, meta = body(case, T, A, rec)
+            out, meta = body(case, tensors, copies, rec)
         result["arrays"], kinds = _coursekit_plain(out)
         result["meta"] = dict(meta, _kinds=kinds)
     except Exception as exc:  # the learner's exception is feedback, reported with its line

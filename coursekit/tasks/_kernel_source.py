@@ -73,7 +73,7 @@ def _collect(modname: str, name: str, seen: dict[tuple[str, str], str]) -> None:
 
 
 def kernel_body(body: Callable, learner_name: str) -> str:
-    """Self-contained source defining ``_coursekit_body(case, T, A, REC)``, which calls ``body``
+    """Self-contained source defining ``_coursekit_body(case, tensors, arrays, recording)``, which calls ``body``
     (a ``run_<task>`` of ``coursekit.kernel_side``) with the learner's ``learner_name``."""
     if _module_tree(body.__module__)[1].get(body.__name__) is None or body.__qualname__ != body.__name__:
         raise ValueError(f"expected a module-level function as a body (got {body.__qualname__!r})")
@@ -85,8 +85,8 @@ def kernel_body(body: Callable, learner_name: str) -> str:
     return (
         "def _coursekit_make_body():\n"
         + textwrap.indent(parts, "    ")
-        + "\n\n    def _coursekit_body(case, T, A, REC):\n"
-        + f"        return {body.__name__}({learner_name}, case, T, A, REC)\n\n"
+        + "\n\n    def _coursekit_body(case, tensors, arrays, recording):\n"
+        + f"        return {body.__name__}({learner_name}, case, tensors, arrays, recording)\n\n"
         + "    return _coursekit_body\n\n\n"
         + "_coursekit_body = _coursekit_make_body()\n"
         + "del _coursekit_make_body\n"

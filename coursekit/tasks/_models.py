@@ -11,7 +11,7 @@ import numpy as np
 
 from coursekit.kernel_side.models import STATE_PREFIX, build_model
 
-from . import _data as D
+from . import _data as data
 
 __all__ = ["STATE_PREFIX", "model", "random_state", "load", "bn_prefixes"]
 
@@ -46,7 +46,7 @@ def load(architecture: str, arrays: dict, dtype: str = "float64"):
     m = model(architecture, dtype)
     m.load_state_dict(
         {
-            k[len(STATE_PREFIX):]: torch.from_numpy(v.copy()) if v.dtype == np.int64 else D.t(v).to(getattr(torch, dtype))
+            k[len(STATE_PREFIX):]: torch.from_numpy(v.copy()) if v.dtype == np.int64 else data.t(v).to(getattr(torch, dtype))
             for k, v in arrays.items()
             if k.startswith(STATE_PREFIX)
         }

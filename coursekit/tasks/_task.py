@@ -8,7 +8,7 @@ A :class:`Task` is defined once (in ``coursekit/tasks/lessonNN.py``) and both si
 * ``body`` is the kernel-side code: a ``run_<task>`` function of ``coursekit.kernel_side`` that
   calls the learner's code on the inputs and returns ``(outputs, meta)``, plain data, declaring the
   keys it writes (``outputs``). ``Task.body`` is its self-contained source, defining
-  ``_coursekit_body(case, T, A, REC)``; it runs in the learner's kernel for the grader
+  ``_coursekit_body(case, tensors, arrays, recording)``; it runs in the learner's kernel for the grader
   (``coursekit.grader.in_kernel``) and in-process for the check;
 * ``judge(params, inputs, outputs, meta)`` is the trusted comparison against PyTorch, with the
   tolerance and the recognisers of known wrong answers; it returns a :class:`Mismatch` or None;
@@ -100,7 +100,7 @@ class Task:
         signature: what the learner writes, e.g. ``"channel_stats(x) -> (mean, var)"``.
         cases: ``rng -> list[Case]``.
         body: a ``run_<task>`` function of ``coursekit.kernel_side`` (declared with ``writes``); stored as
-            the self-contained source defining ``_coursekit_body(case, T, A, REC)`` that the kernel receives.
+            the self-contained source defining ``_coursekit_body(case, tensors, arrays, recording)`` that the kernel receives.
         judge: ``(params, inputs, outputs, meta) -> Mismatch | None`` (trusted).
         kind: ``"function"`` or ``"class"`` (what the check accepts). Default: ``"function"``.
         points: points for passing every hidden case. Default: 1.
@@ -413,7 +413,7 @@ def recognise(got: np.ndarray, want: np.ndarray, err: float, variants, want_dtyp
     return None
 
 
-def first(*mismatches):
+def first_mismatch(*mismatches):
     """The first of ``mismatches`` that is not None (they may be callables, evaluated lazily)."""
     for m in mismatches:
         m = m() if callable(m) else m

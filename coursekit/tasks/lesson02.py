@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from coursekit.kernel_side import lesson02 as K
+from coursekit.kernel_side import lesson02 as kernel
 
-from . import _data as D
+from . import _data as data
 from ._norm import AXES_HINT, bn_wrong_axes, norm_variants
-from ._task import NORM_NAMES, NORM_OPS, REFERENCE_NORM_WATCH, Case, Exercise, Mismatch, Task, compare, first, unchanged
+from ._task import NORM_NAMES, NORM_OPS, REFERENCE_NORM_WATCH, Case, Exercise, Mismatch, Task, compare, first_mismatch, unchanged
 
 __all__ = ["EXERCISE", "CHANNEL_STATS", "BATCH_NORM_TRAIN"]
 
@@ -20,7 +20,7 @@ _F32, _F64 = "float32", "float64"
 
 
 # ------------------------------------------------------------------------------------ channel_stats
-def _cs_cases(rng):
+def _channel_stats_cases(rng):
     specs = [
         ((4, 3), _F32),
         ((2, 3, 5), _F64),
@@ -29,18 +29,18 @@ def _cs_cases(rng):
         ((2, 2, 3, 2, 3), _F32),
         ((2, 2, 3, 2, 3), _F64),
     ]
-    return [Case(D.desc(s, d), {}, {"x": D.x(rng, s, d)}) for s, d in specs]
+    return [Case(data.desc(s, d), {}, {"x": data.x(rng, s, d)}) for s, d in specs]
 
 
 
-def _cs_judge(params, inputs, out, meta):
+def _channel_stats_judge(params, inputs, out, meta):
     x = inputs["x"].astype(np.float64)
     if meta.get("returned"):
         return Mismatch(f"returned {meta['returned']}, expected a tuple (mean, var)", hint="return the tuple (mean, var)")
-    dims = D.dims_bn(x.ndim)
+    dims = data.dims_bn(x.ndim)
     dt = inputs["x"].dtype
     per_image = lambda: x.var(axis=tuple(range(2, x.ndim))).mean(0) if x.ndim > 2 else None  # noqa: E731
-    return first(
+    return first_mismatch(
         unchanged(inputs, out, [("x_after", "x")]),
         lambda: compare(
             "mean",
@@ -81,9 +81,9 @@ CHANNEL_STATS = Task(
     "02",
     "channel_stats",
     "channel_stats(x) -> (mean, var)",
-    _cs_cases,
-    K.run_channel_stats,
-    _cs_judge,
+    _channel_stats_cases,
+    kernel.run_channel_stats,
+    _channel_stats_judge,
     forbidden_ops=NORM_OPS,
     watch=REFERENCE_NORM_WATCH,
     forbidden_names=NORM_NAMES,
@@ -91,7 +91,7 @@ CHANNEL_STATS = Task(
 
 
 # ------------------------------------------------------------------------------------ batch_norm_train
-def _bnt_cases(rng):
+def _batch_norm_train_cases(rng):
     specs = [
         ((4, 3), _F32, None, False),
         ((2, 3, 5), _F64, None, False),
@@ -102,13 +102,13 @@ def _bnt_cases(rng):
     ]
     out = []
     for s, d, eps, grad in specs:
-        gamma, beta = D.affine(rng, s[1], d)
-        arrays = {"x": D.x(rng, s, d), "gamma": gamma, "beta": beta}
+        gamma, beta = data.affine(rng, s[1], d)
+        arrays = {"x": data.x(rng, s, d), "gamma": gamma, "beta": beta}
         extra = {} if eps is None else {"eps": eps}
         if grad:
             arrays["dy"] = rng.standard_normal(s).astype(d)
             extra["gradients"] = "autograd"
-        out.append(Case(D.desc(s, d, **extra), {"eps": eps, "grad": grad}, arrays))
+        out.append(Case(data.desc(s, d, **extra), {"eps": eps, "grad": grad}, arrays))
     return out
 
 
@@ -116,20 +116,20 @@ def _bnt_cases(rng):
 def _bn_train_grads(x, gamma, beta, eps, dy):
     import torch.nn.functional as F
 
-    xs = [D.t(a).requires_grad_(True) for a in (x, gamma, beta)]
-    F.batch_norm(xs[0], None, None, xs[1], xs[2], training=True, eps=eps).backward(D.t(dy))
+    xs = [data.t(a).requires_grad_(True) for a in (x, gamma, beta)]
+    F.batch_norm(xs[0], None, None, xs[1], xs[2], training=True, eps=eps).backward(data.t(dy))
     return [a.grad.numpy() for a in xs]
 
 
-def _bnt_judge(params, inputs, out, meta):
+def _batch_norm_train_judge(params, inputs, out, meta):
     import torch.nn.functional as F
 
     x, g, b = (inputs[k].astype(np.float64) for k in ("x", "gamma", "beta"))
     dt = inputs["x"].dtype
     eps = 1e-5 if params["eps"] is None else params["eps"]
-    dims = D.dims_bn(x.ndim)
-    want = F.batch_norm(D.t(x), None, None, D.t(g), D.t(b), training=True, eps=eps).numpy()
-    m = first(
+    dims = data.dims_bn(x.ndim)
+    want = F.batch_norm(data.t(x), None, None, data.t(g), data.t(b), training=True, eps=eps).numpy()
+    m = first_mismatch(
         unchanged(inputs, out, [("x_after", "x"), ("gamma_after", "gamma"), ("beta_after", "beta")]),
         lambda: compare(
             "output",
@@ -153,8 +153,8 @@ def _bnt_judge(params, inputs, out, meta):
         )
     dx, dg, db = _bn_train_grads(x, g, b, eps, inputs["dy"])
     inv_std = 1 / np.sqrt(x.var(axis=dims) + eps)
-    detached = D.view(g * inv_std, x.ndim) * inputs["dy"]
-    return first(
+    detached = data.view(g * inv_std, x.ndim) * inputs["dy"]
+    return first_mismatch(
         lambda: compare(
             "x.grad",
             out.get("x_grad"),
@@ -180,9 +180,9 @@ BATCH_NORM_TRAIN = Task(
     "02",
     "batch_norm_train",
     "batch_norm_train(x, gamma, beta, eps=1e-5) -> y",
-    _bnt_cases,
-    K.run_batch_norm_train,
-    _bnt_judge,
+    _batch_norm_train_cases,
+    kernel.run_batch_norm_train,
+    _batch_norm_train_judge,
     forbidden_ops=NORM_OPS,
     watch=REFERENCE_NORM_WATCH,
     forbidden_names=NORM_NAMES,

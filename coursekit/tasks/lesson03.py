@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from coursekit.kernel_side import lesson03 as K
+from coursekit.kernel_side import lesson03 as kernel
 
-from . import _data as D
+from . import _data as data
 from ._norm import AXES_HINT, bn_wrong_axes, norm, norm_variants
-from ._task import NORM_NAMES, NORM_OPS, REFERENCE_NORM_WATCH, Case, Exercise, Mismatch, Task, compare, first, unchanged
+from ._task import NORM_NAMES, NORM_OPS, REFERENCE_NORM_WATCH, Case, Exercise, Mismatch, Task, compare, first_mismatch, unchanged
 
-SAVED = K.SAVED_STATE_PREFIX
+SAVED = kernel.SAVED_STATE_PREFIX
 
 __all__ = ["EXERCISE", "UPDATE_RUNNING_STATS", "MY_BATCH_NORM_2D", "BN_PROCESS"]
 
@@ -26,14 +26,14 @@ RUNNING_VAR_HINT = "running_var tracks the UNBIASED batch variance (divide by n 
 
 
 def _update(rm, rv, x, factor, unbiased=True):
-    dims = D.dims_bn(x.ndim)
+    dims = data.dims_bn(x.ndim)
     return (1 - factor) * rm + factor * x.mean(axis=dims), (1 - factor) * rv + factor * x.var(
         axis=dims, ddof=1 if unbiased else 0
     )
 
 
 # ------------------------------------------------------------------------------------ update_running_stats
-def _urs_cases(rng):
+def _update_running_stats_cases(rng):
     specs = [
         ((4, 3), _F32, {}),
         ((2, 3, 4, 5), _F64, {"momentum": 0.3}),
@@ -44,12 +44,12 @@ def _urs_cases(rng):
     ]
     return [
         Case(
-            D.desc(s, d, **kw),
+            data.desc(s, d, **kw),
             {"kwargs": kw},
             {
                 "running_mean": rng.standard_normal(s[1]).astype(d),
                 "running_var": rng.uniform(0.5, 1.5, s[1]).astype(d),
-                "x": D.x(rng, s, d),
+                "x": data.x(rng, s, d),
             },
         )
         for s, d, kw in specs
@@ -57,7 +57,7 @@ def _urs_cases(rng):
 
 
 
-def _urs_judge(params, inputs, out, meta):
+def _update_running_stats_judge(params, inputs, out, meta):
     if meta.get("returned"):
         return Mismatch(
             f"returned {meta['returned']}, expected a tuple (new_running_mean, new_running_var)",
@@ -83,7 +83,7 @@ def _urs_judge(params, inputs, out, meta):
         ]
     else:
         variants = [(REVERSED_HINT, lambda: _update(rm, rv, x, 1 - factor))]
-    return first(
+    return first_mismatch(
         unchanged(
             inputs,
             out,
@@ -118,9 +118,9 @@ UPDATE_RUNNING_STATS = Task(
     "03",
     "update_running_stats",
     "update_running_stats(running_mean, running_var, x, momentum=0.1, num_batches_tracked=0) -> (mean, var)",
-    _urs_cases,
-    K.run_update_running_stats,
-    _urs_judge,
+    _update_running_stats_cases,
+    kernel.run_update_running_stats,
+    _update_running_stats_judge,
     forbidden_ops=NORM_OPS,
     watch=REFERENCE_NORM_WATCH,
     forbidden_names=NORM_NAMES,
@@ -138,7 +138,7 @@ def _bn_state(rng, c, dtype, nbt=5):
     }
 
 
-def _mybn_cases(rng):
+def _my_batch_norm_2d_cases(rng):
     out = [
         Case(
             "state_dict keys, initial values, load to and from nn.BatchNorm2d",
@@ -148,10 +148,10 @@ def _mybn_cases(rng):
     ]
     for s, d, mom, eps in (((2, 3, 4, 5), _F32, 0.1, 1e-5), ((2, 4, 3, 3), _F64, None, 0.1)):
         arrays = _bn_state(rng, s[1], d, nbt=2)
-        arrays.update({f"x{i}": D.x(rng, s, d) for i in range(3)})
+        arrays.update({f"x{i}": data.x(rng, s, d) for i in range(3)})
         out.append(
             Case(
-                D.desc(s, d, mode="train", momentum=mom, eps=eps),
+                data.desc(s, d, mode="train", momentum=mom, eps=eps),
                 {"scenario": "train", "C": s[1], "kwargs": {"eps": eps, "momentum": mom}},
                 arrays,
             )
@@ -159,25 +159,25 @@ def _mybn_cases(rng):
     s = (2, 3, 4, 5)
     out.append(
         Case(
-            D.desc(s, _F64, mode="eval"),
+            data.desc(s, _F64, mode="eval"),
             {"scenario": "eval", "C": 3, "kwargs": {}},
-            {**_bn_state(rng, 3, _F64), "x0": D.x(rng, s, _F64)},
+            {**_bn_state(rng, 3, _F64), "x0": data.x(rng, s, _F64)},
         )
     )
     s = (2, 3, 3, 4)
     out.append(
         Case(
-            D.desc(s, _F32, affine=False, track_running_stats=False),
+            data.desc(s, _F32, affine=False, track_running_stats=False),
             {"scenario": "plain", "C": 3, "kwargs": {"affine": False, "track_running_stats": False}},
-            {"x0": D.x(rng, s, _F32)},
+            {"x0": data.x(rng, s, _F32)},
         )
     )
     s = (2, 3, 4, 4)
     out.append(
         Case(
-            D.desc(s, _F64, gradients="autograd"),
+            data.desc(s, _F64, gradients="autograd"),
             {"scenario": "grad", "C": 3, "kwargs": {}},
-            {**_bn_state(rng, 3, _F64), "x0": D.x(rng, s, _F64), "dy": rng.standard_normal(s)},
+            {**_bn_state(rng, 3, _F64), "x0": data.x(rng, s, _F64), "dy": rng.standard_normal(s)},
         )
     )
     return out
@@ -201,7 +201,7 @@ def _train_step(i, x, ref, out, meta, dt, mom, w, b):
 
     prev_m, prev_v, prev_n = ref.running_mean.numpy().copy(), ref.running_var.numpy().copy(), int(ref.num_batches_tracked)
     with torch.no_grad():
-        want = ref(D.t(x)).numpy()
+        want = ref(data.t(x)).numpy()
     factor = 1.0 / (prev_n + 1) if mom is None else mom
     if mom is None:
         variants = [
@@ -212,7 +212,7 @@ def _train_step(i, x, ref, out, meta, dt, mom, w, b):
         ]
     else:
         variants = [(REVERSED_HINT, lambda: _update(prev_m, prev_v, x.astype(np.float64), 1 - factor))]
-    return first(
+    return first_mismatch(
         lambda: compare(
             f"output of batch {i + 1}",
             out.get(f"y{i}"),
@@ -220,7 +220,7 @@ def _train_step(i, x, ref, out, meta, dt, mom, w, b):
             meta,
             f"y{i}",
             dtype=dt,
-            variants=norm_variants(x.astype(np.float64), D.dims_bn(4), w, b, ref.eps, bn_wrong_axes(4)),
+            variants=norm_variants(x.astype(np.float64), data.dims_bn(4), w, b, ref.eps, bn_wrong_axes(4)),
             hint="in training mode normalize with the batch's mean and biased variance",
         ),
         lambda: compare(
@@ -288,9 +288,9 @@ def _judge_state(params, inputs, out, meta, rsd):
 def _judge_stateless(params, inputs, out, meta, rsd):
     """Scenario "plain" (affine=False, track_running_stats=False): batch statistics in both modes."""
     x0 = inputs["x0"]
-    want = norm(x0, D.dims_bn(4), eps=params["kwargs"].get("eps", 1e-5))
+    want = norm(x0, data.dims_bn(4), eps=params["kwargs"].get("eps", 1e-5))
     hint = "without running statistics, batch statistics normalize in both modes"
-    return first(
+    return first_mismatch(
         lambda: compare("train-mode output", out.get("y_train"), want, meta, "y_train", dtype=x0.dtype, hint=hint),
         lambda: compare("eval-mode output", out.get("y_eval"), want, meta, "y_eval", dtype=x0.dtype, hint=hint),
     )
@@ -303,15 +303,15 @@ def _judge_eval(params, inputs, out, meta, rsd):
     x0 = inputs["x0"]
     ref = _ref_bn(params, inputs).eval()
     with torch.no_grad():
-        want = ref(D.t(x0)).numpy()
+        want = ref(data.t(x0)).numpy()
     w, b = ref.weight.detach().numpy(), ref.bias.detach().numpy()
     batch_stats = ("in eval mode normalize with running_mean and running_var, not the batch statistics",
-                   lambda: norm(x0, D.dims_bn(4), w, b, ref.eps))
+                   lambda: norm(x0, data.dims_bn(4), w, b, ref.eps))
     state_changed = Mismatch(
         "the module's state changed in eval mode",
         hint="in eval mode the running statistics (and num_batches_tracked) must not change",
     )
-    return first(
+    return first_mismatch(
         lambda: compare(
             "output", out.get("y0"), want, meta, "y0", dtype=x0.dtype, variants=[batch_stats],
             hint="eval mode: y = (x - running_mean) / sqrt(running_var + eps) * weight + bias",
@@ -328,10 +328,10 @@ def _judge_gradients(params, inputs, out, meta, rsd):
     """Scenario "grad": autograd through the learner's training-mode forward matches the reference's."""
     x0, dt = inputs["x0"], inputs["x0"].dtype
     ref = _ref_bn(params, inputs).train()
-    xr = D.t(x0).requires_grad_(True)
+    xr = data.t(x0).requires_grad_(True)
     y = ref(xr)
-    y.backward(D.t(inputs["dy"]))
-    return first(
+    y.backward(data.t(inputs["dy"]))
+    return first_mismatch(
         lambda: compare("output", out.get("y0"), y.detach().numpy(), meta, "y0", dtype=dt),
         lambda: (
             Mismatch("the output does not require grad", hint="compute the forward with torch operations on x")
@@ -359,7 +359,7 @@ def _judge_training(params, inputs, out, meta, rsd):
     return None
 
 
-# scenario of a case (``K.run_my_batch_norm_2d`` runs the same one) -> its judge
+# scenario of a case (``kernel.run_my_batch_norm_2d`` runs the same one) -> its judge
 _SCENARIO_JUDGES = {
     "state": _judge_state,
     "plain": _judge_stateless,
@@ -404,8 +404,8 @@ MY_BATCH_NORM_2D = Task(
     "03",
     "MyBatchNorm2d",
     "a class MyBatchNorm2d(nn.Module)",
-    _mybn_cases,
-    K.run_my_batch_norm_2d,
+    _my_batch_norm_2d_cases,
+    kernel.run_my_batch_norm_2d,
     _my_batch_norm_2d_judge,
     kind="class",
     forbidden_ops=NORM_OPS,
@@ -415,7 +415,7 @@ MY_BATCH_NORM_2D = Task(
 
 
 # ------------------------------------------------------------------------------------ bn_process
-def _bnp_cases(rng):
+def _bn_process_cases(rng):
     specs = [
         ((2, 2, 2, 2), _F32, {}),
         ((4, 3, 5, 5), _F64, {"momentum": 0.3}),
@@ -424,10 +424,10 @@ def _bnp_cases(rng):
     ]
     return [
         Case(
-            D.desc(s, "numpy " + d, **kw),
+            data.desc(s, "numpy " + d, **kw),
             {"kwargs": kw},
             {
-                "feature": D.x(rng, s, d),
+                "feature": data.x(rng, s, d),
                 "mean": rng.standard_normal(s[1]).astype(d),
                 "var": rng.uniform(0.5, 1.5, s[1]).astype(d),
             },
@@ -437,7 +437,7 @@ def _bnp_cases(rng):
 
 
 
-def _bnp_judge(params, inputs, out, meta):
+def _bn_process_judge(params, inputs, out, meta):
     if meta.get("returned"):
         return Mismatch(
             f"returned {meta['returned']}, expected a tuple (out, new_mean, new_var)",
@@ -446,12 +446,12 @@ def _bnp_judge(params, inputs, out, meta):
     kw = params["kwargs"]
     m, eps = kw.get("momentum", 0.1), kw.get("eps", 1e-5)
     x, rm, rv = (inputs[k].astype(np.float64) for k in ("feature", "mean", "var"))
-    dims = D.dims_bn(4)
+    dims = data.dims_bn(4)
     tol = 1e-10 if inputs["feature"].dtype == np.float64 else 1e-5
     em, ev = _update(rm, rv, x, m)
     arr = dict(kind="ndarray", tol=tol, dtype=False)
     bad_dtype = next((k for k in ("out", "new_mean", "new_var") if out.get(k) is not None and out[k].dtype.kind != "f"), None)
-    return first(
+    return first_mismatch(
         unchanged(
             inputs,
             out,
@@ -507,9 +507,9 @@ BN_PROCESS = Task(
     "03",
     "bn_process",
     "bn_process(feature, mean, var, momentum=0.1, eps=1e-5) -> (out, new_mean, new_var)",
-    _bnp_cases,
-    K.run_bn_process,
-    _bnp_judge,
+    _bn_process_cases,
+    kernel.run_bn_process,
+    _bn_process_judge,
     forbidden_ops=NORM_OPS,
     watch=REFERENCE_NORM_WATCH,
     forbidden_names=NORM_NAMES,

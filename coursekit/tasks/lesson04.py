@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from coursekit.kernel_side import lesson04 as K
+from coursekit.kernel_side import lesson04 as kernel
 
-from . import _data as D
+from . import _data as data
 from ._norm import bn_wrong_axes, norm_variants
 from ._task import (
     AUTOGRAD_NAMES,
@@ -24,7 +24,7 @@ from ._task import (
     Mismatch,
     Task,
     compare,
-    first,
+    first_mismatch,
 )
 
 __all__ = ["EXERCISE", "BATCH_NORM_BACKWARD", "BATCH_NORM_FUNCTION"]
@@ -41,15 +41,15 @@ def _grads(x, gamma, beta, eps, dy):
     """dx, dgamma, dbeta of training-mode BN by autograd of F.batch_norm in float64."""
     import torch.nn.functional as F
 
-    xs = [D.t(a).requires_grad_(True) for a in (x, gamma, beta)]
-    F.batch_norm(xs[0], None, None, xs[1], xs[2], training=True, eps=eps).backward(D.t(dy))
+    xs = [data.t(a).requires_grad_(True) for a in (x, gamma, beta)]
+    F.batch_norm(xs[0], None, None, xs[1], xs[2], training=True, eps=eps).backward(data.t(dy))
     return [a.grad.numpy() for a in xs]
 
 
 def _dx_variants(x_hat, inv_std, gamma, dy):
     nd = x_hat.ndim
-    dims = D.dims_bn(nd)
-    v = lambda a: D.view(a, nd)  # noqa: E731
+    dims = data.dims_bn(nd)
+    v = lambda a: data.view(a, nd)  # noqa: E731
     m = x_hat.size // x_hat.shape[1]
     g = v(gamma) * dy
 
@@ -89,7 +89,7 @@ def _dx_variants(x_hat, inv_std, gamma, dy):
 
 
 # ------------------------------------------------------------------------------------ batch_norm_backward
-def _bwd_cases(rng):
+def _backward_cases(rng):
     specs = [
         ((4, 3), _F64, 1e-5),
         ((2, 3, 5), _F64, 1e-5),
@@ -100,15 +100,15 @@ def _bwd_cases(rng):
     ]
     out = []
     for s, d, eps in specs:
-        x = D.x(rng, s, d)
-        gamma, beta = D.affine(rng, s[1], d)
+        x = data.x(rng, s, d)
+        gamma, beta = data.affine(rng, s[1], d)
         xd = x.astype(np.float64)
-        dims = D.dims_bn(len(s))
+        dims = data.dims_bn(len(s))
         inv_std = 1 / np.sqrt(xd.var(axis=dims) + eps)
-        x_hat = (xd - xd.mean(axis=dims, keepdims=True)) * D.view(inv_std, len(s))
+        x_hat = (xd - xd.mean(axis=dims, keepdims=True)) * data.view(inv_std, len(s))
         out.append(
             Case(
-                D.desc(s, d, **({"eps": eps} if eps != 1e-5 else {})),
+                data.desc(s, d, **({"eps": eps} if eps != 1e-5 else {})),
                 {"eps": eps},
                 {
                     "x": x,
@@ -124,7 +124,7 @@ def _bwd_cases(rng):
 
 
 
-def _bwd_judge(params, inputs, out, meta):
+def _backward_judge(params, inputs, out, meta):
     from ._task import unchanged
 
     if meta.get("returned"):
@@ -135,9 +135,9 @@ def _bwd_judge(params, inputs, out, meta):
     x_hat, inv_std, dy = (inputs[k].astype(np.float64) for k in ("x_hat", "inv_std", "dy"))
     dt = inputs["x"].dtype
     dx, dg, db = _grads(x, gamma, beta, params["eps"], dy)
-    dims = D.dims_bn(x.ndim)
+    dims = data.dims_bn(x.ndim)
     sum_hint = "dgamma and dbeta have shape (C,): sum over N and every spatial dim"
-    return first(
+    return first_mismatch(
         unchanged(
             inputs, out, [("dy_after", "dy"), ("x_hat_after", "x_hat"), ("inv_std_after", "inv_std"), ("gamma_after", "gamma")]
         ),
@@ -182,9 +182,9 @@ BATCH_NORM_BACKWARD = Task(
     "04",
     "batch_norm_backward",
     "batch_norm_backward(dy, cache) -> (dx, dgamma, dbeta)",
-    _bwd_cases,
-    K.run_batch_norm_backward,
-    _bwd_judge,
+    _backward_cases,
+    kernel.run_batch_norm_backward,
+    _backward_judge,
     forbidden_ops=NORM_OPS | AUTOGRAD_OPS,
     forbid_autograd=True,
     watch=REFERENCE_NORM_WATCH,
@@ -196,21 +196,21 @@ BATCH_NORM_BACKWARD = Task(
 _DIRECTIONS = 3
 
 
-def _fn_cases(rng):
+def _function_cases(rng):
     out = []
     for s, d, eps in (((4, 3), _F32, 1e-5), ((2, 3, 4, 5), _F64, 0.1), ((2, 2, 3, 2, 3), _F32, 1e-5), ((2, 3, 5), _F64, 1e-5)):
-        gamma, beta = D.affine(rng, s[1], d)
+        gamma, beta = data.affine(rng, s[1], d)
         out.append(
             Case(
-                D.desc(s, d, eps=eps),
+                data.desc(s, d, eps=eps),
                 {"eps": eps, "gradcheck": False},
-                {"x": D.x(rng, s, d), "gamma": gamma, "beta": beta, "dy": rng.standard_normal(s).astype(d)},
+                {"x": data.x(rng, s, d), "gamma": gamma, "beta": beta, "dy": rng.standard_normal(s).astype(d)},
             )
         )
-    gamma, beta = D.affine(rng, 3)
-    # was a kernel-side torch.autograd.gradcheck (a boolean the grader had to trust): now the backward in
-    # three grader directions of one forward (retain_graph), each compared with the grader's own gradients
-    arrays = {"x": D.x(rng, (2, 3, 4)), "gamma": gamma, "beta": beta}
+    gamma, beta = data.affine(rng, 3)
+    # the backward in three grader directions of one forward (retain_graph), each compared with the
+    # grader's own gradients: data, where a kernel-side gradcheck would be a boolean to trust
+    arrays = {"x": data.x(rng, (2, 3, 4)), "gamma": gamma, "beta": beta}
     arrays.update({f"dy{i}": rng.standard_normal((2, 3, 4)) for i in range(_DIRECTIONS)})
     out.append(
         Case(
@@ -223,7 +223,7 @@ def _fn_cases(rng):
 
 
 
-def _fn_judge(params, inputs, out, meta):
+def _function_judge(params, inputs, out, meta):
     import torch.nn.functional as F
 
     from ._task import unchanged
@@ -236,7 +236,7 @@ def _fn_judge(params, inputs, out, meta):
     x, g, b = (inputs[k].astype(np.float64) for k in ("x", "gamma", "beta"))
     if params["gradcheck"]:
         eps = params["eps"]
-        want = F.batch_norm(D.t(x), None, None, D.t(g), D.t(b), training=True, eps=eps).numpy()
+        want = F.batch_norm(data.t(x), None, None, data.t(g), data.t(b), training=True, eps=eps).numpy()
         checks = [lambda: compare("output", out.get("y"), want, meta, "y", dtype="float64")]
         for i in range(_DIRECTIONS):
             grads = _grads(x, g, b, eps, inputs[f"dy{i}"])
@@ -252,15 +252,15 @@ def _fn_judge(params, inputs, out, meta):
                         hint="the analytic backward disagrees with the true gradient (what gradcheck tests)",
                     )
                 )
-        return first(*checks)
+        return first_mismatch(*checks)
     dy = inputs["dy"].astype(np.float64)
     dt = inputs["x"].dtype
     eps = params["eps"]
-    dims = D.dims_bn(x.ndim)
-    want = F.batch_norm(D.t(x), None, None, D.t(g), D.t(b), training=True, eps=eps).numpy()
+    dims = data.dims_bn(x.ndim)
+    want = F.batch_norm(data.t(x), None, None, data.t(g), data.t(b), training=True, eps=eps).numpy()
     dx, dg, db = _grads(x, g, b, eps, dy)
     inv_std = 1 / np.sqrt(x.var(axis=dims) + eps)
-    x_hat = (x - x.mean(axis=dims, keepdims=True)) * D.view(inv_std, x.ndim)
+    x_hat = (x - x.mean(axis=dims, keepdims=True)) * data.view(inv_std, x.ndim)
 
     def none(k, name):
         if meta["_kinds"].get(k, {}).get("kind") != "NoneType":
@@ -269,7 +269,7 @@ def _fn_judge(params, inputs, out, meta):
             f"{name} is None after backward", hint="backward returns (dx, dgamma, dbeta, None): one gradient per forward input"
         )
 
-    return first(
+    return first_mismatch(
         unchanged(inputs, out, [("x_after", "x"), ("gamma_after", "gamma"), ("beta_after", "beta")]),
         lambda: compare(
             "forward output",
@@ -309,9 +309,9 @@ BATCH_NORM_FUNCTION = Task(
     "04",
     "BatchNormFunction",
     "a class BatchNormFunction(torch.autograd.Function)",
-    _fn_cases,
-    K.run_batch_norm_function,
-    _fn_judge,
+    _function_cases,
+    kernel.run_batch_norm_function,
+    _function_judge,
     kind="class",
     forbidden_ops=NORM_OPS | AUTOGRAD_OPS,
     forbid_nested_autograd=True,

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from coursekit.kernel_side import lesson05 as K
+from coursekit.kernel_side import lesson05 as kernel
 
-from . import _data as D
+from . import _data as data
 from ._norm import BIASED_HINT, EPS_HINT, norm, norm_variants
-from ._task import NORM_NAMES, NORM_OPS, REFERENCE_NORM_WATCH, Case, Exercise, Task, compare, first, unchanged
+from ._task import NORM_NAMES, NORM_OPS, REFERENCE_NORM_WATCH, Case, Exercise, Task, compare, first_mismatch, unchanged
 
 __all__ = ["EXERCISE", "LAYER_NORM", "INSTANCE_NORM", "GROUP_NORM"]
 
@@ -22,7 +22,7 @@ AFFINE_NONE = "weight and bias are optional: apply each one only when it is not 
 # the body of all three: the learner's function called with the case's arguments
 
 def _affine_arrays(rng, shape, dtype, weight, bias):
-    w, b = D.affine(rng, shape, dtype)
+    w, b = data.affine(rng, shape, dtype)
     return {**({"weight": w} if weight else {}), **({"bias": b} if bias else {})}
 
 
@@ -35,7 +35,7 @@ def _extra(weight, bias, eps):
 
 def _common(inputs, out, meta, want, variants, hint):
     dt = inputs["x"].dtype
-    return first(
+    return first_mismatch(
         unchanged(inputs, out, [("x_after", "x"), ("weight_after", "weight"), ("bias_after", "bias")]),
         lambda: compare(
             "output",
@@ -59,7 +59,7 @@ def _wb(inputs):
 
 
 # ------------------------------------------------------------------------------------ layer_norm
-def _ln_cases(rng):
+def _layer_norm_cases(rng):
     specs = [
         ((4, 10), _F32, 10, False, False, None),
         ((2, 3, 5), _F64, (3, 5), True, True, None),
@@ -76,15 +76,15 @@ def _ln_cases(rng):
             params["eps"] = eps
         out.append(
             Case(
-                D.desc(s, d, normalized_shape=ns, **_extra(w, b, eps)),
+                data.desc(s, d, normalized_shape=ns, **_extra(w, b, eps)),
                 params,
-                {"x": D.x(rng, s, d), **_affine_arrays(rng, nshape, d, w, b)},
+                {"x": data.x(rng, s, d), **_affine_arrays(rng, nshape, d, w, b)},
             )
         )
     return out
 
 
-def _ln_judge(params, inputs, out, meta):
+def _layer_norm_judge(params, inputs, out, meta):
     import torch.nn.functional as F
 
     x = inputs["x"].astype(np.float64)
@@ -92,7 +92,7 @@ def _ln_judge(params, inputs, out, meta):
     nshape = (ns,) if isinstance(ns, int) else tuple(ns)
     w, b = _wb(inputs)
     eps = params.get("eps", 1e-5)
-    want = F.layer_norm(D.t(x), nshape, None if w is None else D.t(w), None if b is None else D.t(b), eps).numpy()
+    want = F.layer_norm(data.t(x), nshape, None if w is None else data.t(w), None if b is None else data.t(b), eps).numpy()
     k = len(nshape)
     dims = tuple(range(x.ndim - k, x.ndim))
     ws = nshape
@@ -132,9 +132,9 @@ LAYER_NORM = Task(
     "05",
     "layer_norm",
     "layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5)",
-    _ln_cases,
-    K.run_functional_norm,
-    _ln_judge,
+    _layer_norm_cases,
+    kernel.run_functional_norm,
+    _layer_norm_judge,
     forbidden_ops=NORM_OPS,
     watch=REFERENCE_NORM_WATCH,
     forbidden_names=NORM_NAMES,
@@ -143,7 +143,7 @@ LAYER_NORM = Task(
 
 
 # ------------------------------------------------------------------------------------ instance_norm
-def _in_cases(rng):
+def _instance_norm_cases(rng):
     specs = [
         ((2, 3, 5), _F32, False, False, None),
         ((2, 3, 4, 5), _F64, True, True, None),
@@ -153,25 +153,26 @@ def _in_cases(rng):
     ]
     return [
         Case(
-            D.desc(s, d, **_extra(w, b, eps)),
+            data.desc(s, d, **_extra(w, b, eps)),
             {} if eps is None else {"eps": eps},
-            {"x": D.x(rng, s, d), **_affine_arrays(rng, s[1], d, w, b)},
+            {"x": data.x(rng, s, d), **_affine_arrays(rng, s[1], d, w, b)},
         )
         for s, d, w, b, eps in specs
     ]
 
 
-def _in_judge(params, inputs, out, meta):
+def _instance_norm_judge(params, inputs, out, meta):
     import torch.nn.functional as F
 
     x = inputs["x"].astype(np.float64)
     w, b = _wb(inputs)
     eps = params.get("eps", 1e-5)
-    want = F.instance_norm(D.t(x), weight=None if w is None else D.t(w), bias=None if b is None else D.t(b), eps=eps).numpy()
+    affine = {"weight": None if w is None else data.t(w), "bias": None if b is None else data.t(b)}
+    want = F.instance_norm(data.t(x), **affine, eps=eps).numpy()
     dims = tuple(range(2, x.ndim))
     wrong = [
         (
-            D.dims_bn(x.ndim),
+            data.dims_bn(x.ndim),
             "statistics over the wrong axes: that is batch norm; instance norm uses each sample's own statistics per "
             "channel (spatial dims only)",
         ),
@@ -194,9 +195,9 @@ INSTANCE_NORM = Task(
     "05",
     "instance_norm",
     "instance_norm(x, weight=None, bias=None, eps=1e-5)",
-    _in_cases,
-    K.run_functional_norm,
-    _in_judge,
+    _instance_norm_cases,
+    kernel.run_functional_norm,
+    _instance_norm_judge,
     forbidden_ops=NORM_OPS,
     watch=REFERENCE_NORM_WATCH,
     forbidden_names=NORM_NAMES,
@@ -218,13 +219,13 @@ def _grouped(x, g, w, b, eps, strided=False, dims=(2,), **kw):
 
 def norm_affine(y, w, b):
     if w is not None:
-        y = y * D.view(w, y.ndim)
+        y = y * data.view(w, y.ndim)
     if b is not None:
-        y = y + D.view(b, y.ndim)
+        y = y + data.view(b, y.ndim)
     return y
 
 
-def _gn_cases(rng):
+def _group_norm_cases(rng):
     specs = [
         ((2, 6), _F32, 3, False, False, None),
         ((2, 6, 5), _F64, 2, True, True, None),
@@ -235,22 +236,22 @@ def _gn_cases(rng):
     ]
     return [
         Case(
-            D.desc(s, d, num_groups=g, **_extra(w, b, eps)),
+            data.desc(s, d, num_groups=g, **_extra(w, b, eps)),
             {"num_groups": g, **({} if eps is None else {"eps": eps})},
-            {"x": D.x(rng, s, d), **_affine_arrays(rng, s[1], d, w, b)},
+            {"x": data.x(rng, s, d), **_affine_arrays(rng, s[1], d, w, b)},
         )
         for s, d, g, w, b, eps in specs
     ]
 
 
-def _gn_judge(params, inputs, out, meta):
+def _group_norm_judge(params, inputs, out, meta):
     import torch.nn.functional as F
 
     x = inputs["x"].astype(np.float64)
     w, b = _wb(inputs)
     eps = params.get("eps", 1e-5)
     g = params["num_groups"]
-    want = F.group_norm(D.t(x), g, None if w is None else D.t(w), None if b is None else D.t(b), eps).numpy()
+    want = F.group_norm(data.t(x), g, None if w is None else data.t(w), None if b is None else data.t(b), eps).numpy()
     variants = [
         (
             "a group is C/G CONSECUTIVE channels (channels 0..C/G-1 form group 0), not every G-th channel",
@@ -282,9 +283,9 @@ GROUP_NORM = Task(
     "05",
     "group_norm",
     "group_norm(x, num_groups, weight=None, bias=None, eps=1e-5)",
-    _gn_cases,
-    K.run_functional_norm,
-    _gn_judge,
+    _group_norm_cases,
+    kernel.run_functional_norm,
+    _group_norm_judge,
     forbidden_ops=NORM_OPS,
     watch=REFERENCE_NORM_WATCH,
     forbidden_names=NORM_NAMES,

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from coursekit.kernel_side import lesson06 as K
+from coursekit.kernel_side import lesson06 as kernel
 
-from . import _data as D
-from . import _models as M
-from ._task import UPDATE_BN_WATCH, Case, Exercise, Mismatch, Task, compare, first
+from . import _data as data
+from . import _models as models
+from ._task import UPDATE_BN_WATCH, Case, Exercise, Mismatch, Task, compare, first_mismatch
 
 __all__ = ["EXERCISE", "FREEZE_BATCHNORM", "PREDICT", "RECALIBRATE"]
 
@@ -42,7 +42,7 @@ def _freeze_cases(rng):
         ("mixed", "BatchNorm3d/BatchNorm1d net", (2, 1, 3, 3, 3), _F64, "eval"),
         ("conv", "Conv2d/BatchNorm2d/BatchNorm1d net", (3, 2, 4, 4), _F64, "train"),
     ):
-        arrays = M.random_state(rng, architecture, d)
+        arrays = models.random_state(rng, architecture, d)
         for i in range(2):
             arrays[f"x{i}"] = rng.standard_normal(shape).astype(d)
             arrays[f"dy{i}"] = rng.standard_normal((shape[0], _OUTPUTS[architecture])).astype(d)
@@ -67,7 +67,7 @@ def _freeze_replay(params, inputs, frozen=True, dropout_eval=False):
     import torch
     from torch.nn.modules.batchnorm import _BatchNorm
 
-    model = M.load(params["model"], inputs, params["dtype"])
+    model = models.load(params["model"], inputs, params["dtype"])
     steps = []
     for i in range(2):
         model.train()
@@ -80,10 +80,10 @@ def _freeze_replay(params, inputs, frozen=True, dropout_eval=False):
                 mod.eval()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(params["seeds"][i])
-            y = model(D.t(inputs[f"x{i}"]).to(getattr(torch, params["dtype"])))
+            y = model(data.t(inputs[f"x{i}"]).to(getattr(torch, params["dtype"])))
         opt = torch.optim.SGD(model.parameters(), lr=params["lr"])
         opt.zero_grad()
-        (y * D.t(inputs[f"dy{i}"]).to(y.dtype)).sum().backward()
+        (y * data.t(inputs[f"dy{i}"]).to(y.dtype)).sum().backward()
         opt.step()
         steps.append((y.detach().numpy(), {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}))
     return steps
@@ -94,7 +94,7 @@ def _freeze_judge(params, inputs, out, meta):
         return Mismatch(f"freeze_batchnorm returned a {meta['returned']}, expected the model (an nn.Module)", hint=_RETURN_MODEL)
     from torch.nn.modules.batchnorm import _BatchNorm
 
-    bn = {n: type(mod).__name__ for n, mod in M.model(params["model"]).named_modules() if isinstance(mod, _BatchNorm)}
+    bn = {n: type(mod).__name__ for n, mod in models.model(params["model"]).named_modules() if isinstance(mod, _BatchNorm)}
     dt = params["dtype"]
     steps = _freeze_replay(params, inputs)
     dropout_eval = _freeze_replay(params, inputs, dropout_eval=True) if params["model"] == "conv_dropout" else None
@@ -143,7 +143,7 @@ def _freeze_judge(params, inputs, out, meta):
                     f"{k} of BatchNorm layer {layer} ({bn[layer]}) changed in the SGD step {when}",
                     hint="freeze the affine parameters too: requires_grad False for BN weight and bias",
                 )
-            if layer not in bn and np.array_equal(got, inputs[M.STATE_PREFIX + k] if i == 0 else out[f"state0_{k}"]):
+            if layer not in bn and np.array_equal(got, inputs[models.STATE_PREFIX + k] if i == 0 else out[f"state0_{k}"]):
                 return Mismatch(
                     f"parameter {k} was not updated by the SGD step {when}",
                     hint="freeze only the BatchNorm layers' parameters; the rest keeps training",
@@ -153,7 +153,7 @@ def _freeze_judge(params, inputs, out, meta):
 
 
 FREEZE_BATCHNORM = Task(
-    "06", "freeze_batchnorm", "freeze_batchnorm(model) -> model", _freeze_cases, K.run_freeze_batchnorm, _freeze_judge
+    "06", "freeze_batchnorm", "freeze_batchnorm(model) -> model", _freeze_cases, kernel.run_freeze_batchnorm, _freeze_judge
 )
 
 
@@ -173,7 +173,7 @@ def _predict_cases(rng):
         ("conv_dropout", (2, 2, 4, 4), _F64, "mixed"),
     ):
         label = "MLP with BatchNorm1d and Dropout" if architecture == "mlp" else "CNN with BatchNorm2d/1d and Dropout"
-        arrays = {**M.random_state(rng, architecture, d), "x": rng.standard_normal(shape).astype(d)}
+        arrays = {**models.random_state(rng, architecture, d), "x": rng.standard_normal(shape).astype(d)}
         arrays["x_next"] = rng.standard_normal((4, *shape[1:])).astype(d)
         out.append(
             Case(
@@ -182,7 +182,7 @@ def _predict_cases(rng):
                 arrays,
             )
         )
-    arrays = {**M.random_state(rng, "mlp", _F32), "x": rng.standard_normal((4, 7)).astype(_F32)}
+    arrays = {**models.random_state(rng, "mlp", _F32), "x": rng.standard_normal((4, 7)).astype(_F32)}
     arrays["x_next"] = rng.standard_normal((4, 5)).astype(_F32)
     out.append(
         Case(
@@ -200,13 +200,13 @@ def _predict_replay(params, inputs):
     import torch
     from torch.nn.modules.batchnorm import _BatchNorm
 
-    model = M.load(params["model"], inputs, params["dtype"])
+    model = models.load(params["model"], inputs, params["dtype"])
     model.train(params["mode"] != "eval")
     if params["mode"] == "mixed":
         next(m for m in model.modules() if isinstance(m, _BatchNorm)).eval()
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         torch.manual_seed(params["seed"])
-        y = model(D.t(inputs["x_next"]).to(getattr(torch, params["dtype"])))
+        y = model(data.t(inputs["x_next"]).to(getattr(torch, params["dtype"])))
     return y.numpy(), {k: v.numpy().copy() for k, v in model.state_dict().items()}
 
 
@@ -243,16 +243,16 @@ def _predict_judge(params, inputs, out, meta):
 
     if params["raises"]:
         return mode_kept()
-    model = M.load(params["model"], inputs).eval()
+    model = models.load(params["model"], inputs).eval()
     with torch.no_grad():
-        want = model(D.t(inputs["x"])).numpy()
+        want = model(data.t(inputs["x"])).numpy()
     changed = next(
-        (k for k in inputs if k.startswith(M.STATE_PREFIX) and "running" in k
-         and not np.array_equal(out["state_" + k[len(M.STATE_PREFIX):]], inputs[k])),
+        (k for k in inputs if k.startswith(models.STATE_PREFIX) and "running" in k
+         and not np.array_equal(out["state_" + k[len(models.STATE_PREFIX):]], inputs[k])),
         None,
     )
     eval_hint = "predict must run the model in eval mode (running statistics, no dropout)"
-    return first(
+    return first_mismatch(
         lambda: compare("output", out.get("y"), want, meta, "y", dtype=params["dtype"], hint=eval_hint),
         lambda: (
             Mismatch(
@@ -282,18 +282,18 @@ def _predict_judge(params, inputs, out, meta):
     )
 
 
-PREDICT = Task("06", "predict", "predict(model, x) -> y", _predict_cases, K.run_predict, _predict_judge)
+PREDICT = Task("06", "predict", "predict(model, x) -> y", _predict_cases, kernel.run_predict, _predict_judge)
 
 
 # ------------------------------------------------------------------------------------ recalibrate
-def _recal_cases(rng):
+def _recalibrate_cases(rng):
     out = []
     for d, sizes, mode, loader in (
         (_F32, (4, 4, 4), "eval", "list"),
         (_F64, (3, 3, 3, 3), "train", "DataLoader"),
         (_F64, (5, 3, 2), "eval", "list"),
     ):
-        arrays = M.random_state(rng, "conv", d)
+        arrays = models.random_state(rng, "conv", d)
         for k in list(arrays):
             if k.endswith("running_mean"):
                 arrays[k] = arrays[k] + 3
@@ -348,7 +348,7 @@ def _wrong_statistics(params, model, batches, expected, out):
         ]
         m = compare(
             k,
-            out.get(M.STATE_PREFIX + k),
+            out.get(models.STATE_PREFIX + k),
             v.numpy(),
             dtype=params["dtype"],
             variants=variants,
@@ -361,7 +361,7 @@ def _wrong_statistics(params, model, batches, expected, out):
 
 def _parameters_changed(model, inputs, out):
     for k in model.state_dict():
-        key = M.STATE_PREFIX + k
+        key = models.STATE_PREFIX + k
         if "running" not in k and "num_batches" not in k and not np.array_equal(out[key], inputs[key]):
             return Mismatch(
                 f"parameter {k} changed",
@@ -376,7 +376,7 @@ def _mode_or_momenta_not_restored(params, inputs, expected, out):
     import torch
 
     mode_hint = "restore the model's previous mode at the end"
-    x_next = D.t(inputs["x_next"])
+    x_next = data.t(inputs["x_next"])
     with torch.no_grad():
         want_y = expected(x_next).numpy()
         want_next = {k: v.numpy().copy() for k, v in expected.state_dict().items()}
@@ -402,9 +402,9 @@ def _recalibrate_judge(params, inputs, out, meta):
 
     if meta.get("returned"):
         return Mismatch(f"recalibrate returned a {meta['returned']}, expected the model (an nn.Module)", hint=_RETURN_MODEL)
-    model = M.load("conv", inputs)
+    model = models.load("conv", inputs)
     model.train(params["mode"] == "train")
-    batches = [D.t(inputs[f"batch{i}"]) for i in range(params["n"])]
+    batches = [data.t(inputs[f"batch{i}"]) for i in range(params["n"])]
     if params["loader"] == "DataLoader":
         batches = list(torch.cat(batches).split(len(batches[0])))
     n_bn = sum(1 for m in model.modules() if hasattr(m, "running_mean"))
@@ -416,7 +416,7 @@ def _recalibrate_judge(params, inputs, out, meta):
             f"the returned model has {meta['n_bn']} BatchNorm layers, expected {n_bn}",
             hint="return the model you were given, with re-estimated statistics",
         )
-    return first(
+    return first_mismatch(
         lambda: _wrong_statistics(params, model, batches, expected, out),
         lambda: _parameters_changed(model, inputs, out),
         lambda: _mode_or_momenta_not_restored(params, inputs, expected, out),
@@ -427,8 +427,8 @@ RECALIBRATE = Task(
     "06",
     "recalibrate",
     "recalibrate(model, loader) -> model",
-    _recal_cases,
-    K.run_recalibrate,
+    _recalibrate_cases,
+    kernel.run_recalibrate,
     _recalibrate_judge,
     watch=UPDATE_BN_WATCH,
     forbidden_names=frozenset({"update_bn", "swa_utils"}),

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from coursekit.kernel_side import lesson07 as K
+from coursekit.kernel_side import lesson07 as kernel
 
-from . import _data as D
-from . import _models as M
-from ._task import FUSION_NAMES, FUSION_WATCH, Case, Exercise, Mismatch, Task, compare, first
+from . import _data as data
+from . import _models as models
+from ._task import FUSION_NAMES, FUSION_WATCH, Case, Exercise, Mismatch, Task, compare, first_mismatch
 
 __all__ = ["EXERCISE", "FOLD_CONV_BN", "FOLD_LINEAR_BN", "FOLD_MODEL"]
 
@@ -22,10 +22,10 @@ _BN_KEYS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracke
 
 
 def _layers(params, inputs):
-    return K.build_layer_and_bn(
+    return kernel.build_layer_and_bn(
         params,
         {
-            k: D.t(v).to(_torch_dtype(params["dtype"])) if v.dtype.kind == "f" else __import__("torch").from_numpy(v.copy())
+            k: data.t(v).to(_torch_dtype(params["dtype"])) if v.dtype.kind == "f" else __import__("torch").from_numpy(v.copy())
             for k, v in inputs.items()
         },
     )
@@ -54,10 +54,10 @@ def _given_modified(params, inputs, out):
     """A Mismatch when the layer or the BN handed over came back changed."""
     what, cls = params["what"], params["layer"]
     for k, v in inputs.items():
-        for side in (K.LAYER_PREFIX, K.BN_PREFIX):
-            after = side + K.AFTER + k[len(side) :]
+        for side in (kernel.LAYER_PREFIX, kernel.BN_PREFIX):
+            after = side + kernel.AFTER + k[len(side) :]
             if k.startswith(side) and after in out and not np.array_equal(out[after], v):
-                modified = "the " + cls.lower() if side == K.LAYER_PREFIX else "the bn"
+                modified = "the " + cls.lower() if side == kernel.LAYER_PREFIX else "the bn"
                 return Mismatch(
                     f"{what} modified {modified} it was given ({k[len(side) :]})",
                     hint=f"{what} modified {'conv' if cls.startswith('Conv') else 'linear'} or bn: build a new "
@@ -151,7 +151,7 @@ def _fold_judge(params, inputs, out, meta):
     mismatch = _given_modified(params, inputs, out) or _not_a_folded_layer(params, layer, out, meta)
     if mismatch:
         return mismatch
-    x = D.t(inputs["x"])
+    x = data.t(inputs["x"])
     with torch.no_grad():
         want = bn(layer(x)).numpy()
     return compare(
@@ -174,15 +174,15 @@ def _fold_case(rng, what, layer, spec, bn, channels, x_shape, dtype, eps, label,
     arrays = {}
     for k, v in mod.state_dict().items():
         bound = 1 / np.sqrt(v[0].numel()) if v.dim() > 1 else 0.5
-        arrays[K.LAYER_PREFIX + k] = rng.uniform(-bound, bound, tuple(v.shape)).astype(dtype)
-    w, b = D.affine(rng, channels, dtype)
+        arrays[kernel.LAYER_PREFIX + k] = rng.uniform(-bound, bound, tuple(v.shape)).astype(dtype)
+    w, b = data.affine(rng, channels, dtype)
     arrays.update(
         {
-            K.BN_PREFIX + "weight": w,
-            K.BN_PREFIX + "bias": b,
-            K.BN_PREFIX + "running_mean": rng.standard_normal(channels).astype(dtype),
-            K.BN_PREFIX + "running_var": rng.uniform(0.5, 1.5, channels).astype(dtype),
-            K.BN_PREFIX + "num_batches_tracked": np.array(5, dtype=np.int64),
+            kernel.BN_PREFIX + "weight": w,
+            kernel.BN_PREFIX + "bias": b,
+            kernel.BN_PREFIX + "running_mean": rng.standard_normal(channels).astype(dtype),
+            kernel.BN_PREFIX + "running_var": rng.uniform(0.5, 1.5, channels).astype(dtype),
+            kernel.BN_PREFIX + "num_batches_tracked": np.array(5, dtype=np.int64),
         }
     )
     arrays["x"] = rng.standard_normal(x_shape).astype(dtype)
@@ -274,7 +274,7 @@ FOLD_CONV_BN = Task(
     "fold_conv_bn",
     "fold_conv_bn(conv, bn) -> conv",
     _conv_cases,
-    K.run_fold_layer,
+    kernel.run_fold_layer,
     _fold_judge,
     watch=FUSION_WATCH,
     forbidden_names=FUSION_NAMES,
@@ -311,7 +311,7 @@ FOLD_LINEAR_BN = Task(
     "fold_linear_bn",
     "fold_linear_bn(linear, bn) -> linear",
     _lin_cases,
-    K.run_fold_layer,
+    kernel.run_fold_layer,
     _fold_judge,
     watch=FUSION_WATCH,
     forbidden_names=FUSION_NAMES,
@@ -320,7 +320,7 @@ FOLD_LINEAR_BN = Task(
 
 
 # ------------------------------------------------------------------------------------ fold_model
-def _fm_cases(rng):
+def _fold_model_cases(rng):
     out = []
     for architecture, shape, d, mode, remaining in (
         ("conv2d_nested", (2, 2, 4, 4), _F32, "eval", 0),
@@ -332,20 +332,21 @@ def _fm_cases(rng):
             Case(
                 f"{label} in {mode} mode, input {shape} {d}",
                 {"model": architecture, "dtype": d, "mode": mode, "remaining": remaining},
-                {**M.random_state(rng, architecture, d), "x": rng.standard_normal(shape).astype(d)},
+                {**models.random_state(rng, architecture, d), "x": rng.standard_normal(shape).astype(d)},
             )
         )
     return out
 
 
 
-def _fm_judge(params, inputs, out, meta):
+def _fold_model_judge(params, inputs, out, meta):
     import torch
 
-    model = M.load(params["model"], inputs).eval()
+    model = models.load(params["model"], inputs).eval()
     with torch.no_grad():
-        want = model(D.t(inputs["x"])).numpy()
-    if meta["original_changed"] or any(not np.array_equal(out[k], inputs[k]) for k in inputs if k.startswith(M.STATE_PREFIX)):
+        want = model(data.t(inputs["x"])).numpy()
+    state = [k for k in inputs if k.startswith(models.STATE_PREFIX)]
+    if meta["original_changed"] or any(not np.array_equal(out[k], inputs[k]) for k in state):
         return Mismatch("the original model was modified", hint="fold_model changed the original model: fold a deep copy")
     if meta["same"]:
         return Mismatch(
@@ -371,7 +372,7 @@ def _fm_judge(params, inputs, out, meta):
             f"{meta['identities']} nn.Identity layers, expected {meta['n_bn'] - remaining}",
             hint="replace each folded BN by nn.Identity (keeps the container's indices)",
         )
-    return first(
+    return first_mismatch(
         lambda: compare(
             "output",
             out.get("y"),
@@ -390,7 +391,7 @@ def _folded_state(model, out, dtype):
     from coursekit.reference.fold import fold_model as reference_fold
 
     want = {k: v.detach().numpy() for k, v in reference_fold(model).state_dict().items()}
-    got = {k[len(K.FOLDED_PREFIX) :]: v for k, v in out.items() if k.startswith(K.FOLDED_PREFIX)}
+    got = {k[len(kernel.FOLDED_PREFIX) :]: v for k, v in out.items() if k.startswith(kernel.FOLDED_PREFIX)}
     if sorted(got) != sorted(want):
         extra, missing = sorted(set(got) - set(want)), sorted(set(want) - set(got))
         return Mismatch(
@@ -413,9 +414,9 @@ FOLD_MODEL = Task(
     "07",
     "fold_model",
     "fold_model(model) -> model",
-    _fm_cases,
-    K.run_fold_model,
-    _fm_judge,
+    _fold_model_cases,
+    kernel.run_fold_model,
+    _fold_model_judge,
     watch=FUSION_WATCH,
     forbidden_names=FUSION_NAMES,
 )
