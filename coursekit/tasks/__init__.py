@@ -8,9 +8,11 @@ writes in one answer cell, followed by one check cell:
 * check cell id:  ``check-<name>`` (locked in exercises/, discarded by the grader)
 
 One module per exercise notebook defines its tasks (:class:`Task`: signature, points, case
-generator, kernel-side body, trusted judge with its tolerance and known wrong answers, forbidden
-operations); ``_task`` is the framework, ``_data`` and ``_norm`` the shared inputs and models of
-wrong answers. Adding a task touches its lesson module, its solution notebook and its tests.
+generator, trusted judge with its tolerance and known wrong answers, forbidden operations); the
+body each task runs in the learner's kernel is in ``coursekit.kernel_side``. ``_task`` is the
+framework, ``_kernel_source`` makes a body self-contained source, ``_data``, ``_norm`` and
+``_models`` the shared inputs, models of wrong answers and small models. Adding a task:
+CONTRIBUTING.md, "Adding a task".
 
 * ``lesson02``: ``channel_stats(x) -> (mean, var)``, ``batch_norm_train(x, gamma, beta, eps=1e-5)``;
 * ``lesson03``: ``update_running_stats(running_mean, running_var, x, momentum=0.1, num_batches_tracked=0)``,

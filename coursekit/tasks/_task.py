@@ -432,10 +432,3 @@ def unchanged(inputs: dict, outputs: dict, pairs, hint: str | None = None) -> Mi
             )
     return None
 
-
-def returned(meta: dict, what: str, expected: str) -> Mismatch | None:
-    """A Mismatch when the body recorded that the learner returned the wrong kind of thing."""
-    got = meta.get("returned")
-    if got is None:
-        return None
-    return Mismatch(f"returned {got}, expected {expected}", hint=f"return {expected}")
