@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch.nn.modules.batchnorm import _NormBase
 
-from coursekit.kernel_side.describe import describe_returned
+from coursekit.kernel_side.describe import tuple_outputs
 from coursekit.kernel_side.outputs import writes
 
 __all__ = ["SAVED_STATE_PREFIX", "run_update_running_stats", "run_my_batch_norm_2d", "run_bn_process"]
@@ -23,10 +23,7 @@ def run_update_running_stats(update_running_stats, case, tensors, arrays, record
     rm, rv, x = tensors["running_mean"], tensors["running_var"], tensors["x"]
     with recording:
         out = update_running_stats(rm, rv, x, **case["kwargs"])
-    keep = {"rm_after": rm, "rv_after": rv, "x_after": x}
-    if not isinstance(out, (tuple, list)) or len(out) != 2:
-        return keep, {"returned": describe_returned(out)}
-    return {"new_mean": out[0], "new_var": out[1], **keep}, {}
+    return tuple_outputs(out, ("new_mean", "new_var"), {"rm_after": rm, "rv_after": rv, "x_after": x})
 
 
 def _load_state(module, loaded, tensors, recording, out):
@@ -119,7 +116,4 @@ def run_bn_process(bn_process, case, tensors, arrays, recording):
     feature, mean, var = arrays["feature"], arrays["mean"], arrays["var"]
     with recording:
         out = bn_process(feature, mean, var, **case["kwargs"])
-    keep = {"feature_after": feature, "mean_after": mean, "var_after": var}
-    if not isinstance(out, (tuple, list)) or len(out) != 3:
-        return keep, {"returned": describe_returned(out)}
-    return {"out": out[0], "new_mean": out[1], "new_var": out[2], **keep}, {}
+    return tuple_outputs(out, ("out", "new_mean", "new_var"), {"feature_after": feature, "mean_after": mean, "var_after": var})

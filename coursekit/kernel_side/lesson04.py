@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from coursekit.kernel_side.describe import describe_returned
+from coursekit.kernel_side.describe import tuple_outputs
 from coursekit.kernel_side.outputs import writes
 
 __all__ = ["run_batch_norm_backward", "run_batch_norm_function"]
@@ -15,10 +15,8 @@ def run_batch_norm_backward(batch_norm_backward, case, tensors, arrays, recordin
     dy, x_hat, inv_std, gamma = tensors["dy"], tensors["x_hat"], tensors["inv_std"], tensors["gamma"]
     with recording:
         out = batch_norm_backward(dy, (x_hat, inv_std, gamma))
-    keep = {"dy_after": dy, "x_hat_after": x_hat, "inv_std_after": inv_std, "gamma_after": gamma}
-    if not isinstance(out, (tuple, list)) or len(out) != 3:
-        return keep, {"returned": describe_returned(out)}
-    return {"dx": out[0], "dgamma": out[1], "dbeta": out[2], **keep}, {}
+    inputs_after = {"dy_after": dy, "x_hat_after": x_hat, "inv_std_after": inv_std, "gamma_after": gamma}
+    return tuple_outputs(out, ("dx", "dgamma", "dbeta"), inputs_after)
 
 
 def _directional_gradients(function, x, gamma, beta, eps, tensors, recording):
