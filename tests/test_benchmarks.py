@@ -27,16 +27,16 @@ def _results(sections: dict) -> dict:
 
 
 def test_every_section_module_has_the_interface():
-    """Each section has its letter, a title, run/render and a docstring for --help; a..i all present."""
-    assert list(SECTIONS) == list("abcdefghi")
+    """Each section has its letter, a title, run/render and a docstring for --help; a..j all present."""
+    assert list(SECTIONS) == list("abcdefghij")
     for key, module in SECTIONS.items():
         assert module.KEY == key and module.TITLE.startswith(f"{key}. ")
         assert callable(module.run) and callable(module.render) and module.__doc__
-    assert default_keys() == list("abcdegh") and default_keys(suite=True) == list("abcdefgh")
+    assert default_keys() == list("abcdeghj") and default_keys(suite=True) == list("abcdefghj")
 
 
 @pytest.mark.parametrize("argv, expected", [
-    ([], list("abcdegh")), (["--suite"], list("abcdefgh")), (["--only", "a,c"], ["a", "c"]),
+    ([], list("abcdeghj")), (["--suite"], list("abcdefghj")), (["--only", "a,c"], ["a", "c"]),
     (["--quick", "--only", " g, h "], ["g", "h"]),
 ])
 def test_cli_selects_sections(argv, expected):
@@ -48,7 +48,7 @@ def test_cli_rejects_an_unknown_section(capsys):
     parser = run.build_parser()
     with pytest.raises(SystemExit):
         run.selected_sections(parser.parse_args(["--only", "a,z"]), parser)
-    assert "expected sections among a, b, c, d, e, f, g, h, i (got z)" in capsys.readouterr().err
+    assert "expected sections among a, b, c, d, e, f, g, h, i, j (got z)" in capsys.readouterr().err
 
 
 def test_help_lists_every_section():
@@ -179,3 +179,46 @@ def test_report_renders_peers():
          "targets_met": {k: True for k in targets}, "all_scores_correct": True, "scores_correct": {}}
     text = render_markdown(_results({"i": i}))
     assert "| nbgrader 0.9.6 `autograde` | 1.0 | 2.0 | 2.0 |" in text and "single correct vs otter: 0.5" in text
+
+
+def test_profile_reads_the_graders_own_step_lines():
+    """Section j parses what ``coursekit grade -v`` writes (progress.LOG_FORMAT, progress.step): a step
+    that ran twice is summed, the start is the first line's arrival minus its duration, the exit follows the last line,
+    the rest is unaccounted."""
+    import io
+    import logging
+
+    from benchmarks.sections.profile import EXIT, STARTUP, UNACCOUNTED, breakdown, parse_step_log
+    from coursekit.grader.progress import LOG_FORMAT, log, step
+
+    buf = io.StringIO()
+    handler = logging.StreamHandler(buf)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    log.addHandler(handler)
+    old = log.level
+    log.setLevel(logging.INFO)
+    try:
+        for name in ("read", "run instructor cell", "run instructor cell"):
+            with step("subs/a b/02.ipynb", name):
+                pass
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(old)
+    written = buf.getvalue().splitlines()
+    assert len(parse_step_log([(0.0, line) for line in written])) == 3
+    lines = [(1.5, "x coursekit.grader: subs/a b/02.ipynb: read took 0.500 s\n"), (2.0, "a warning\n"),
+             (4.0, "x coursekit.grader: subs/a b/02.ipynb: run instructor cell took 1.000 s\n"),
+             (5.0, "x coursekit.grader: subs/a b/02.ipynb: run instructor cell took 0.250 s\n")]
+    parts = breakdown(parse_step_log(lines), wall=6.0)
+    assert parts == {STARTUP: 1.0, "read": 0.5, "run instructor cell": 1.25, EXIT: 1.0, UNACCOUNTED: 2.25}
+    with pytest.raises(ValueError, match="expected step lines"):
+        breakdown([], wall=1.0)
+
+
+def test_profile_renders_one_column_per_submission():
+    common = {"status": "ok", "measured_at": "t", "loadavg": None, "quick": True}
+    j = {**common, "submissions": ["02 solved", "02 untouched"], "sandbox": "require", "repeats": 1,
+         "wall_s": {"solved": 9.5, "untouched": 4.25},
+         "steps": [{"step": "kernel start", "solved": 1.25, "untouched": None}]}
+    text = render_markdown(_results({"j": j}))
+    assert "| kernel start | 1.250 | – |" in text and "| **whole command (wall)** | **9.50** | **4.25** |" in text

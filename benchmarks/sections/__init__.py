@@ -8,11 +8,11 @@ Its docstring is its line in ``run.py --help``.
 """
 from __future__ import annotations
 
-from benchmarks.sections import batch, checks, folding, grader, notebooks, peers, reference, sandbox, suite
+from benchmarks.sections import batch, checks, folding, grader, notebooks, peers, profile, reference, sandbox, suite
 
 __all__ = ["SECTIONS", "default_keys"]
 
-SECTIONS = {m.KEY: m for m in (reference, folding, notebooks, grader, checks, suite, sandbox, batch, peers)}
+SECTIONS = {m.KEY: m for m in (reference, folding, notebooks, grader, checks, suite, sandbox, batch, peers, profile)}
 
 
 def default_keys(suite: bool = False) -> list[str]:

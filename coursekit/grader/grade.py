@@ -295,9 +295,10 @@ def _probe_all(g: _Grading, rng: np.random.Generator, probe_root: Path) -> None:
 def _probe(g: _Grading, task, rng: np.random.Generator, probe_root: Path) -> Feedback:
     """One task's hidden cases: inputs written, the task's body run in the kernel, its outputs judged here."""
     task_dir = new_dir(probe_root, task.name)  # fresh: a directory the kernel pre-created is never reused
-    cases = task.cases(rng)
     try:
-        _write_inputs(task_dir, [(c.params, c.arrays) for c in cases])
+        with step(g.path, f"inputs {task.name}"):
+            cases = task.cases(rng)
+            _write_inputs(task_dir, [(c.params, c.arrays) for c in cases])
     except OSError as exc:  # something the kernel planted: this task's error, not the grader's
         return Feedback("error", f"could not write this task's inputs ({exc.strerror})")
     cell = _Cell("probe", task.body + f"\n_coursekit_probe({str(task_dir)!r}, _coursekit_body)\n", task.name)
