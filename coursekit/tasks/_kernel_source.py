@@ -3,9 +3,17 @@
 Part of :mod:`coursekit.tasks` (trusted side). :func:`kernel_body` reads the module that defines a
 body, keeps the body and what it uses (functions, constants, imports; names imported from another
 ``kernel_side`` module are followed there), and wraps it all in one function so that the only
-names it adds to the kernel are ``_coursekit_body`` (what ``in_kernel._coursekit_probe`` and the
-check call) and ``_coursekit_make_body``. The learner's object is looked up by its name when a case
-runs, as the learner's own code would.
+name it leaves in the kernel is ``_coursekit_body`` (what ``in_kernel._coursekit_probe`` and the
+check call): a learner's helper named like one of ours is never overwritten. The learner's object
+is looked up by its name when a case runs, as the learner's own code would. (Indenting the source
+would change the text of a multi-line string literal: kernel-side code keeps them to docstrings.)
+
+Example::
+
+    >>> from coursekit.kernel_side import lesson02
+    >>> source = kernel_body(lesson02.run_channel_stats, "channel_stats")
+    >>> "def _coursekit_body(case, tensors, arrays, recording):" in source
+    True
 """
 
 from __future__ import annotations
