@@ -16,7 +16,7 @@ _SUBCOMMANDS = {
     "build": ("coursekit.build", "write exercises/ from solutions/ (--check: fail if out of date)"),
     "grade": ("coursekit.grader.cli", "grade submitted exercise notebooks"),
     "gradescope-bundle": ("coursekit.grader.gradescope", "write a Gradescope autograder zip (setup.sh, run_autograder)"),
-    "translate": ("coursekit.translate", "the Chinese edition: extract i18n/ catalogues, build notebooks/zh-CN and exercises/zh-CN"),
+    "translate": ("coursekit.translate", "the Chinese edition: extract i18n/ catalogues, build notebooks/zh-CN, exercises/zh-CN"),
 }
 
 
