@@ -159,12 +159,9 @@ def grade_notebook(path, solutions="solutions", timeout: float = 60.0, total_tim
     if g.pending():  # else nothing to run: no kernel at all
         _run_and_probe(g, cells, sandboxed, np.random.default_rng(secrets.randbits(128) if seed is None else seed))
     with step(path, "verify trusted files"):
-        changed = changed_files(digest, solutions)
-    if changed and sandboxed is None:  # the kernel could have written them: this submission is not trusted
-        return NotebookResult(str(path), 0, 0, error=f"trusted files changed while grading this submission: "
-                              f"{', '.join(changed[:5])}", sandbox=sandbox_desc)
-    if changed:  # read-only to the sandboxed kernel: changed by someone else (e.g. an edit during the run)
-        sandbox_desc += f"; WARNING: trusted files changed during grading, not by this kernel: {', '.join(changed[:5])}"
+        untrusted, sandbox_desc = _verify_trusted(digest, solutions, sandboxed, sandbox_desc)
+    if untrusted:
+        return NotebookResult(str(path), 0, 0, error=untrusted, sandbox=sandbox_desc)
     return _result(g, exercise, sandbox_desc)
 
 
@@ -285,6 +282,7 @@ def _restart(g: _Grading) -> None:
 
 
 def _probe_all(g: _Grading, rng: np.random.Generator, probe_root: Path) -> None:
+    """Probe every task not settled yet, in the exercise's order, while the total time lasts."""
     for name in g.pending():
         if g.remaining() <= 0:
             g.settle(name, Feedback("timeout", f"total time limit of {g.total_timeout:g} s reached before this task ran"))
@@ -364,7 +362,19 @@ def _judge_outputs(task_dir: Path, task, cases) -> Feedback:
     return replace(first, message=with_summary(first.message, passed, failed))
 
 
+def _verify_trusted(digest, solutions: Path, sandboxed, sandbox_desc: str) -> tuple[str | None, str]:
+    """(why this submission is not trusted or None, the isolation description) after comparing the
+    trusted files with their digest taken before the kernel started."""
+    changed = changed_files(digest, solutions)
+    if changed and sandboxed is None:  # the kernel could have written them: this submission is not trusted
+        return f"trusted files changed while grading this submission: {', '.join(changed[:5])}", sandbox_desc
+    if changed:  # read-only to the sandboxed kernel: changed by someone else (e.g. an edit during the run)
+        sandbox_desc += f"; WARNING: trusted files changed during grading, not by this kernel: {', '.join(changed[:5])}"
+    return None, sandbox_desc
+
+
 def _result(g: _Grading, exercise, sandbox_desc: str) -> NotebookResult:
+    """The submission's result: every task in the exercise's order, one still open timed out."""
     for name in g.pending():
         g.settle(name, Feedback("timeout", "total time limit reached"))
     ordered = [g.results[n] for n in g.tasks]
@@ -436,5 +446,6 @@ def _in_workers(work: list, jobs: int, bar) -> list[NotebookResult]:
 
 
 def _worker_logging(level: int) -> None:
+    """A spawned worker logs the steps as the parent does (``--verbose``)."""
     if level < logging.WARNING:
         configure(level)
