@@ -4,7 +4,8 @@ For every entry of the ONE catalogue of answers (tests/wrong_answers.py: known-w
 the hint they must get, other correct answers, the solutions, the unfinished stubs), the check
 verdict (visible cases, in this process) and the grader's status (hidden cases from another seed,
 the kernel-side body run in this process through the grader's own file I/O and judge) agree on
-pass vs not pass, and give the same hint. A few real ``coursekit grade`` runs close the loop.
+pass vs not pass, and give the same hint; on the way, the body writes and the judge reads only the
+keys the body declares. A few real ``coursekit grade`` runs close the loop.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import nbformat
 import numpy as np
 import pytest
 import torch
+from declared_keys import KeyRecord, recording_task
 from wrong_answers import HINTS, RIGHT, SOLUTIONS_DIR, STUBS, WRONG, solutions
 
 from coursekit.checks import CHECKS
@@ -64,11 +66,14 @@ def _obj(task_name, name, kind, solved):
 
 @pytest.mark.parametrize("task_name,name,kind", ENTRIES, ids=[f"{t}-{n}" for t, n, _ in ENTRIES])
 def test_check_and_grader_agree(task_name, name, kind, solved, tmp_path):
-    """Same pass/not-pass and the same hint from the check cell and the grader, for every catalogue entry."""
+    """Same pass/not-pass and the same hint from the check cell and the grader, for every catalogue entry;
+    the body wrote and the judge read only keys the body declares (``Task.outputs``)."""
     task = task_named(task_name)
     obj = _obj(task_name, name, kind, solved)
     check = CHECKS[task_name](obj)
-    status, message, hint = grade_in_process(task, obj, tmp_path)
+    keys = KeyRecord()
+    status, message, hint = grade_in_process(recording_task(task, keys), obj, tmp_path)
+    assert not keys.undeclared(task.outputs), keys.undeclared(task.outputs)
     assert check.passed == (status == "pass"), (str(check), status, message)
     assert check.hint == hint, (str(check), message, hint)
     if kind == "right":
@@ -81,9 +86,13 @@ def test_check_and_grader_agree(task_name, name, kind, solved, tmp_path):
 
 @pytest.mark.parametrize("task_name", [t.name for t in TASKS.values()])
 def test_solutions_pass_both(task_name, solved, tmp_path):
+    """The solution passes the check and the grader, writing and reading only declared keys."""
     obj = solved[task_name]
+    task = task_named(task_name)
     assert CHECKS[task_name](obj).passed
-    assert grade_in_process(task_named(task_name), obj, tmp_path)[0] == "pass"
+    keys = KeyRecord()
+    assert grade_in_process(recording_task(task, keys), obj, tmp_path)[0] == "pass"
+    assert not keys.undeclared(task.outputs), keys.undeclared(task.outputs)
 
 
 def test_every_task_is_defined_once_with_all_its_facts():
