@@ -12,7 +12,9 @@ The trust boundary is in the file names. Everything here runs in the grader's ow
 * ``in_kernel``: the code sent INTO the learner's kernel (the only untrusted side): runs a task's body on
   the hidden inputs, records the aten ops the dispatcher runs, returns plain data;
 * ``bounded``: every read of what a kernel wrote is bounded (sizes, archive members, JSON depth);
-* ``grade``: one submission end to end, and many in parallel; judging uses ``coursekit.tasks``;
+* ``grade``: one submission end to end as named steps, and many in parallel; judging uses
+  ``coursekit.tasks``, the wording of verdicts ``coursekit.verdicts``;
+* ``progress``: the step log of ``--verbose`` and a batch's progress line on a terminal;
 * ``assignment``: the exercises due, one grade per learner scored against them (missing notebooks
   owe their points, one notebook per exercise), and which notebooks are worth grading;
 * ``results`` / ``reports``: what grading produces and the table, JSON, Classroom and CSV formats;
