@@ -11,7 +11,9 @@ One real ``coursekit grade`` run (module fixture) over five learners built from 
 * ``ambiguous``: two renamed copies of the solved lesson 02, neither with the exercise's own name -> an
   error naming both, 0/16;
 * ``renamed``: the lesson-03 exercise saved under lesson 02's file name -> counted as lesson 03 (its
-  metadata), lesson 02 missing.
+  metadata), lesson 02 missing;
+* ``bilingual``: the untouched English lesson 02 beside the Chinese edition's copy, solved
+  (``zh-CN/02_bn_forward_exercises.ipynb``) -> the attempt counts (2/16), the untouched copy does not compete.
 """
 import argparse
 import base64
@@ -49,10 +51,11 @@ def graded(tmp_path_factory):
               "deleted": {f"{STEM}.ipynb": solved},
               "dup": {f"{STEM}.ipynb": solved, f"{STEM} (1).ipynb": solved, "mine.ipynb": solved},
               "ambiguous": {"copy_a.ipynb": solved, "copy_b.ipynb": solved},
-              "renamed": {f"{STEM}.ipynb": ROOT / "exercises" / "03_running_stats_exercises.ipynb"}}
+              "renamed": {f"{STEM}.ipynb": ROOT / "exercises" / "03_running_stats_exercises.ipynb"},
+              "bilingual": {f"{STEM}.ipynb": ROOT / "exercises" / f"{STEM}.ipynb", f"zh-CN/{STEM}.ipynb": solved}}
     for learner, files in layout.items():
-        (subs / learner).mkdir(parents=True)
         for name, src in files.items():
+            (subs / learner / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(src, subs / learner / name)
     out = subs.parent / "out.json"
     captured, graded = [], []
@@ -78,7 +81,7 @@ def test_every_learner_owes_the_whole_assignment(graded):
     """Each learner's maximum is the assignment's 16 points, whatever they submitted; exit 1 (ambiguous)."""
     learners = graded["learners"]
     assert graded["code"] == 1
-    assert sorted(learners) == ["ambiguous", "deleted", "dup", "full", "renamed"]
+    assert sorted(learners) == ["ambiguous", "bilingual", "deleted", "dup", "full", "renamed"]
     assert graded["json"]["max_score"] == TOTAL == 16 and graded["json"]["assignment"] == [ex.lesson for ex in EXERCISES]
     for g in learners.values():
         assert g["max_score"] == TOTAL and list(_tasks(g)) == ALL_IDS
@@ -105,15 +108,25 @@ def test_duplicates_count_once_and_are_named(graded):
 
 
 def test_notebooks_that_cannot_count_are_not_graded(graded):
-    """Copies beside an own-named notebook and both ambiguous copies start no kernel; the rest is graded."""
+    """Copies beside a single own-named notebook start no kernel; notebooks of an exercise without a
+    single own-named one are all graded (an untouched copy must be told from an attempt)."""
     assert sorted(graded["graded"]) == sorted([f"full/{ex.filename}" for ex in EXERCISES] + [
-        f"deleted/{STEM}.ipynb", f"dup/{STEM}.ipynb", f"renamed/{STEM}.ipynb"])
+        f"deleted/{STEM}.ipynb", f"dup/{STEM}.ipynb", f"renamed/{STEM}.ipynb", "ambiguous/copy_a.ipynb",
+        "ambiguous/copy_b.ipynb", f"bilingual/{STEM}.ipynb", f"bilingual/zh-CN/{STEM}.ipynb"])
     skipped = {Path(r["notebook"]).relative_to(graded["subs"]).as_posix(): r["skipped"]
                for r in graded["json"]["notebooks"] if "skipped" in r}
-    assert sorted(skipped) == sorted([f"dup/{STEM} (1).ipynb", "dup/mine.ipynb", "ambiguous/copy_a.ipynb",
-                                      "ambiguous/copy_b.ipynb"])
+    assert sorted(skipped) == sorted([f"dup/{STEM} (1).ipynb", "dup/mine.ipynb"])
     assert "another notebook of lesson 02 counts" in skipped["dup/mine.ipynb"]
-    assert "no notebooks of lesson 02 named like the exercise" in skipped["ambiguous/copy_a.ipynb"]
+
+
+def test_an_untouched_copy_does_not_compete_with_an_attempt(graded):
+    """The learner's solved Chinese-edition notebook counts, the untouched English one beside it is listed
+    as not counted; both have the exercise's own name, so without this rule the exercise would be an error."""
+    g = graded["learners"]["bilingual"]
+    (e02,) = [e for e in g["exercises"] if e["lesson"] == "02"]
+    assert g["score"] == 2 and "error" not in e02 and e02["notebook"] == f"bilingual/zh-CN/{STEM}.ipynb"
+    assert [n["notebook"] for n in g["not_counted"]] == [f"bilingual/{STEM}.ipynb"]
+    assert "untouched copy" in g["not_counted"][0]["reason"]
 
 
 def test_two_copies_without_the_exercise_name_are_an_error_naming_both(graded):

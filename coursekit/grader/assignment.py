@@ -175,8 +175,9 @@ def plan(files, assignment: Assignment, roots=(), learner: str | None = None):
     others, ungraded, with ``skipped`` saying why).
 
     Not graded: a notebook of an exercise outside the assignment, and of several notebooks of one
-    exercise from one learner every one but the one whose name is the exercise's own (all of them when
-    not exactly one has it: ``grade_learners`` then reports the exercise as ambiguous). Each file's
+    exercise from one learner every one but the one whose name is the exercise's own. When not exactly
+    one has it (``exercises/02_....ipynb`` beside the Chinese edition's ``exercises/zh-CN/02_....ipynb``)
+    all are graded, so that ``_exercise_grade`` can tell untouched copies from attempts. Each file's
     lesson is read as the grader reads it (``intake.identify_exercise``); a file the grader cannot
     read or identify is graded, so that its result says why. Runs before any kernel starts.
     """
@@ -195,12 +196,11 @@ def plan(files, assignment: Assignment, roots=(), learner: str | None = None):
     for (_, lesson), items in groups.items():
         if lesson not in assignment.lessons:
             why = f"lesson {lesson} is not part of the {assignment.describe()}"
-        elif len(items) > 1:
-            own = [f for f, is_own in items if is_own]
-            items = [item for item in items if len(own) != 1 or item[0] != own[0]]
-            why = (f"another notebook of lesson {lesson} counts" if len(own) == 1
-                   else f"{len(own) or 'no'} notebooks of lesson {lesson} named like the exercise")
-        else:
+        elif len(items) > 1 and sum(is_own for _, is_own in items) == 1:
+            own = next(f for f, is_own in items if is_own)
+            items = [item for item in items if item[0] != own]
+            why = f"another notebook of lesson {lesson} counts"
+        else:  # one notebook, or several without a single own-named one: all graded, see _exercise_grade
             continue
         for f, _ in items:
             skipped[str(f)] = NotebookResult(str(f), 0, 0, lesson=lesson, skipped=f"not graded: {why}")
@@ -225,11 +225,30 @@ def _owed(exercise, status: str, message: str) -> list[TaskResult]:
     return [TaskResult(t.id, 0, t.points, status, message) for t in exercise.tasks]
 
 
+def _untouched(result: NotebookResult) -> bool:
+    """Graded, and no task attempted: every answer cell as built (or absent)."""
+    return not result.error and not result.skipped and all(t.status == "missing" for t in result.tasks)
+
+
+def _without_untouched_copies(exercise, candidates, not_counted: list):
+    """Of several notebooks of one exercise, untouched copies do not compete with an attempt (a learner
+    works in the English or the Chinese edition and leaves the other as built). All untouched: one counts."""
+    attempts = [c for c in candidates if not _untouched(c[0])]
+    kept = attempts or candidates[:1]
+    for r, _ in candidates:
+        if all(r is not k for k, _ in kept):
+            not_counted.append((r.notebook, f"an untouched copy of lesson {exercise.lesson}'s exercise "
+                                            f"(another notebook of it counts)"))
+    return kept
+
+
 def _exercise_grade(exercise, candidates: list[tuple[NotebookResult, bool]], not_counted: list) -> ExerciseGrade:
     """The grade of one due exercise from the learner's notebooks of it ((result, own name) pairs)."""
     if not candidates:
         return ExerciseGrade(exercise, _owed(exercise, "missing", f"no notebook of lesson {exercise.lesson} was "
                                              f"submitted (expected {exercise.filename})"))
+    if len(candidates) > 1 and sum(is_own for _, is_own in candidates) != 1:
+        candidates = _without_untouched_copies(exercise, candidates, not_counted)
     if len(candidates) > 1:
         own = [r for r, is_own in candidates if is_own]
         if len(own) != 1:
