@@ -218,7 +218,7 @@ def _trusted_files(solutions) -> list[Path]:
 
     files = sorted(Path(solutions).glob("*.ipynb")) if Path(solutions).is_dir() else []
     pkg = Path(coursekit.__file__).resolve().parent
-    files += sorted(p for p in pkg.rglob("*") if p.suffix in (".py", ".json", ".txt"))
+    files += sorted(p for p in pkg.rglob("*") if p.suffix in (".py", ".json", ".txt", ".po"))
     import site
 
     for d in {*site.getsitepackages(), site.getusersitepackages()}:  # code every Python runs at startup
