@@ -11,7 +11,8 @@ One module per lesson (``lesson02`` .. ``lesson07``) holds one ``run_<task>`` fu
 the learner defined under the task's name, ``tensors``/``arrays`` the case's inputs as torch
 tensors/numpy arrays, and every call into the learner's code sits inside ``with recording:``.
 Each body is decorated with :func:`~coursekit.kernel_side.outputs.writes`, which declares the
-output and meta keys it may write; the judge reads only those (``tests/test_kernel_side.py``).
+output and meta keys it may write; the judge reads only those (``tests/test_tasks.py`` checks
+both over every catalogue answer).
 
 These are real modules (ruff lints them, tests import them); ``coursekit.tasks._kernel_source``
 turns one body and what it uses into the self-contained source the kernel receives

@@ -1,6 +1,7 @@
 """Lesson 06's exercise (BatchNorm pitfalls): ``freeze_batchnorm``, ``predict`` and ``recalibrate``.
 
-Each task defined once (see :mod:`coursekit.tasks._task`); the models are :mod:`coursekit.tasks._models`.
+Each task defined once (see :mod:`coursekit.tasks._task`); the bodies are :mod:`coursekit.kernel_side.lesson06`,
+the models :mod:`coursekit.kernel_side.models`.
 """
 
 from __future__ import annotations
