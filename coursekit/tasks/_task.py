@@ -41,7 +41,7 @@ __all__ = [
     "Exercise",
     "judge_case",
     "compare",
-    "kind_of",
+    "value_type_of",
     "NORM_OPS",
     "NORM_NAMES",
     "AUTOGRAD_NAMES",
@@ -314,7 +314,8 @@ def tolerance(dtype) -> float:
     return 1e-10 if str(dtype) == "float64" else 1e-5
 
 
-def kind_of(meta: dict, key: str) -> dict:
+def value_type_of(meta: dict, key: str) -> dict:
+    """What ``in_kernel`` recorded of output ``key``: ``{"kind": "tensor" | "ndarray" | <type name>, ...}``."""
     return (meta.get("_kinds") or {}).get(key, {"kind": "missing"})
 
 
@@ -331,7 +332,7 @@ def compare(
     variants=(),
     hint: str | None = None,
     shape_hint: str | None = None,
-    kind: str = "tensor",
+    value_type: str = "tensor",
     dtype=None,
     tol: float | None = None,
 ) -> Mismatch | None:
@@ -341,15 +342,17 @@ def compare(
     such), dtype, then values within ``tol`` relative to ``1 + |want|``. A hint from ``variants``
     (``(hint, value or callable)``: models of known wrong answers) is given only when that model
     explains the result far better than the right answer does (error < 1% of the error against
-    the right answer); a float64 result off by float32 rounding is named as such.
+    the right answer); a float64 result off by float32 rounding is named as such. ``value_type``
+    ("tensor" or "ndarray") is what the learner must return, checked when ``meta`` and ``key`` are given.
     """
     want = np.asarray(want)
     if meta is not None and key is not None:
-        k = kind_of(meta, key)
-        if k["kind"] != kind:
-            what = {"tensor": "a torch.Tensor", "ndarray": "a numpy array"}[kind]
-            got_kind = {"tensor": "a torch.Tensor", "ndarray": "a numpy array"}.get(k["kind"], f"a {k['kind']}")
-            fix = "return torch tensors built from the input with torch operations" if kind == "tensor" else "return numpy arrays"
+        recorded = value_type_of(meta, key)["kind"]
+        if recorded != value_type:
+            what = {"tensor": "a torch.Tensor", "ndarray": "a numpy array"}[value_type]
+            got_kind = {"tensor": "a torch.Tensor", "ndarray": "a numpy array"}.get(recorded, f"a {recorded}")
+            fix = ("return torch tensors built from the input with torch operations" if value_type == "tensor"
+                   else "return numpy arrays")
             return Mismatch(f"{label} is {got_kind}, expected {what}", hint=fix)
     if got is None:
         return Mismatch(f"{label} is missing")

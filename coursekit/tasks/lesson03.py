@@ -449,7 +449,7 @@ def _bn_process_judge(params, inputs, out, meta):
     dims = data.dims_bn(4)
     tol = 1e-10 if inputs["feature"].dtype == np.float64 else 1e-5
     em, ev = _update(rm, rv, x, m)
-    arr = dict(kind="ndarray", tol=tol, dtype=False)
+    arr = dict(value_type="ndarray", tol=tol, dtype=False)
     bad_dtype = next((k for k in ("out", "new_mean", "new_var") if out.get(k) is not None and out[k].dtype.kind != "f"), None)
     return first_mismatch(
         unchanged(
