@@ -65,7 +65,8 @@ def test_without_the_guard_the_shortcut_passes_the_check(task_name, name):
 
 # ------------------------------------------------------------------------------ real grading
 _HELPERS = ("_dims", "_v", "_bn", "_lib", "_in_thread", "_in_fork", "_bn_lib", "_stats_lib", "_copied",
-            "_source_exec", "_x_from_cache", "_update_bn", "_fusion", "_bn_decomp_backward", "_evading", "_direct")
+            "_source_exec", "_x_from_cache", "_update_bn", "_fusion", "_bn_decomp_backward", "_evading", "_direct",
+            "_running_stats_by_library")
 _HEADER = "import copy\nimport types\n\nimport torch\nimport torch.nn.functional as F\nfrom torch import nn\n\n"
 
 

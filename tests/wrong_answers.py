@@ -1468,26 +1468,25 @@ def _(x, gamma, beta, eps=1e-5):
 
 
 # 03 ------------------------------------------------------------------------------------------
-@_shortcut("update_running_stats", "running_stats_in_a_thread", "thread", "do not call F.batch_norm")
-def _(running_mean, running_var, x, momentum=0.1, num_batches_tracked=0):
+def _running_stats_by_library(running_mean, running_var, x, momentum, num_batches_tracked):
+    """What both shortcuts below compute, elsewhere: the running-statistics update of F.batch_norm."""
     def work():
         rm, rv = running_mean.clone(), running_var.clone()
         f = 1.0 / (num_batches_tracked + 1) if momentum is None else momentum
         _lib("batch-norm")(x, rm, rv, training=True, momentum=f)
         return rm, rv
 
-    return _in_thread(work)
+    return work
+
+
+@_shortcut("update_running_stats", "running_stats_in_a_thread", "thread", "do not call F.batch_norm")
+def _(running_mean, running_var, x, momentum=0.1, num_batches_tracked=0):
+    return _in_thread(_running_stats_by_library(running_mean, running_var, x, momentum, num_batches_tracked))
 
 
 @_shortcut("update_running_stats", "running_stats_in_a_forked_child", "process", "compute in this process")
 def _(running_mean, running_var, x, momentum=0.1, num_batches_tracked=0):
-    def work():
-        rm, rv = running_mean.clone(), running_var.clone()
-        f = 1.0 / (num_batches_tracked + 1) if momentum is None else momentum
-        _lib("batch-norm")(x, rm, rv, training=True, momentum=f)
-        return rm, rv
-
-    return _in_fork(work)
+    return _in_fork(_running_stats_by_library(running_mean, running_var, x, momentum, num_batches_tracked))
 
 
 class _UnlistedOps(_BN2d):
