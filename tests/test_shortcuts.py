@@ -136,6 +136,7 @@ def test_graded_shortcuts_earn_nothing_and_honest_answers_keep_their_points(grad
     for name, result in tasks.items():
         if name in answers:
             assert result.points == 0 and result.status in ("fail", "error"), (key, name, result)
+            assert "NameError" not in result.message, ("the answer cell lacks a helper", key, name, result)
         else:
             assert result.points == result.max_points and result.status == "pass", (key, name, result)
 
