@@ -3,13 +3,15 @@
 English returns the very string it was given (byte-identical output); Chinese comes from the catalogue
 read at run time; every translation in the catalogue keeps the placeholders, numbers and code names of
 its English (shown failing on broken entries); ``coursekit translate extract`` adds each ``_("...")`` of
-the source to the catalogue.
+the source to the catalogue; every hint a known wrong answer (tests/wrong_answers.py) gets from its check
+has a current Chinese translation, and a hint missing from the catalogue is reported with the answer's name.
 """
 import shutil
 from pathlib import Path
 
 import polib
 import pytest
+from wrong_answers import WRONG
 
 from coursekit import i18n, translate
 
@@ -88,3 +90,59 @@ def test_every_message_coursekit_marks_is_in_the_catalogue():
     known = {e.msgid for e in polib.pofile(str(MESSAGES))}
     missing = sorted(set(i18n.source_messages()) - known)
     assert not missing, f"run `coursekit translate extract`: {missing}"
+
+
+# --------------------------------------------------------------------------- the hints of the known wrong answers
+
+@pytest.fixture(scope="module")
+def wrong_answer_hints() -> dict[str, list[str]]:
+    """``{hint: ["task/answer", ...]}``: every known wrong answer run once through its check cell's check."""
+    from coursekit.checks import CHECKS
+
+    hints: dict[str, list[str]] = {}
+    for task, answers in WRONG.items():
+        for name, answer in answers.items():
+            hint = CHECKS[task](answer).hint
+            if hint:
+                hints.setdefault(hint, []).append(f"{task}/{name}")
+    return hints
+
+
+def _hint_problems(hints: dict[str, list[str]]) -> list[str]:
+    """Each hint without a usable zh-CN translation, named by the first wrong answer that gets it."""
+    problems = []
+    with i18n.using_language("zh-CN"):
+        for hint, answers in sorted(hints.items()):
+            chinese = i18n._(hint)
+            if chinese == hint:
+                problems.append(f"{answers[0]}: no zh-CN translation of {hint!r}")
+                continue
+            problems += [f"{answers[0]}: {p}" for p in _message_problems(polib.POEntry(msgid=hint, msgstr=chinese))]
+    return problems
+
+
+def test_every_wrong_answer_hint_has_a_chinese_translation_keeping_its_code_names(wrong_answer_hints):
+    """The Chinese exercises' known-wrong-answer hints are Chinese (non-empty, not fuzzy, code names kept)."""
+    assert {answer.split("/")[0] for answers in wrong_answer_hints.values() for answer in answers} == set(WRONG)
+    assert not _hint_problems(wrong_answer_hints), "\n".join(_hint_problems(wrong_answer_hints))
+
+
+def test_a_hint_missing_fuzzy_or_broken_in_the_catalogue_is_reported_by_answer(wrong_answer_hints, tmp_path, monkeypatch):
+    """Removed, fuzzy and number-dropping entries each fail the test above, naming the wrong answer."""
+    removed, fuzzy, broken = sorted(h for h in wrong_answer_hints if i18n.placeholders(h) == set() and "1" in h)[:3]
+    po = polib.pofile(str(MESSAGES), wrapwidth=0)
+    entries = {e.msgid: e for e in po}
+    po.remove(entries[removed])
+    entries[fuzzy].flags.append("fuzzy")
+    entries[broken].msgstr = entries[broken].msgstr.replace("1", "")
+    po.save(str(tmp_path / "coursekit.po"))
+    monkeypatch.setattr(i18n, "catalogue_file", lambda lang: tmp_path / "coursekit.po")
+    i18n.message_catalogue.cache_clear()
+    try:
+        problems = _hint_problems(wrong_answer_hints)
+    finally:
+        monkeypatch.undo()
+        i18n.message_catalogue.cache_clear()
+    named = {problem.split(": ", 1)[0] for problem in problems}
+    assert len(problems) == 3 and named == {wrong_answer_hints[h][0] for h in (removed, fuzzy, broken)}, problems
+    assert any(p.startswith(wrong_answer_hints[broken][0] + ": ") and "the number 1" in p for p in problems), problems
