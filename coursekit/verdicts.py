@@ -2,23 +2,26 @@
 
 Both sides of the trust boundary render from here: the check cell (``coursekit.checks``, in the
 learner's process) and the grader (``coursekit.grader``, trusted). The module imports nothing from
-coursekit, so the task definitions can use it too. A hint always travels as its own field, from the
-judge's ``Verdict`` to ``CheckResult.hint`` and ``TaskResult.hint``; :func:`with_hint` joins it to the
-message only where a format shows one line of text.
+coursekit but its message catalogue (``coursekit.i18n``, which imports nothing from coursekit), so the
+task definitions can use it too. Every phrase goes through ``_()``: English stays byte-identical, a
+Chinese exercise (``set_language("zh-CN")``) or a Chinese notebook graded reads it in Chinese.
+A hint always travels as its own field, from the judge's ``Verdict`` to ``CheckResult.hint`` and
+``TaskResult.hint``; :func:`with_hint` joins it to the message only where a format shows one line of text.
 
 Example::
 
     >>> case_summary(["shape (4, 3) float32"], ["shape (2, 3, 4) float64"])
     '1/2 cases pass (shape (4, 3) float32), failing: shape (2, 3, 4) float64'
     >>> with_hint("case 2 shape (2, 3, 4) float64: y: max error 0.1", "use the biased variance")
-    'case 2 shape (2, 3, 4) float64: y: max error 0.1 — hint: use the biased variance'
-"""
+    'case 2 shape (2, 3, 4) float64: y: max error 0.1 — hint: use the biased variance'"""
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-__all__ = ["Feedback", "STATIC_CASE", "case_label", "case_summary", "with_summary", "with_hint",
+from coursekit.i18n import _
+
+__all__ = ["Feedback", "STATIC_CASE", "case_label", "case_summary", "with_summary", "with_hint", "hint_text",
            "static_feedback", "unusable", "returned"]
 
 STATIC_CASE = "the source of your answer"
@@ -45,7 +48,7 @@ class Feedback:
 
 def case_label(number: int, desc: str) -> str:
     """``"case 3 shape (2, 3, 4, 5) float64"``: a case by its 1-based number and its description."""
-    return f"case {number} {desc}"
+    return _("case {number} {desc}").format(number=number, desc=desc)
 
 
 def case_summary(passed: Sequence[str], failed: Sequence[str]) -> str:
@@ -56,10 +59,11 @@ def case_summary(passed: Sequence[str], failed: Sequence[str]) -> str:
     """
     total = len(passed) + len(failed)
     if not passed:
-        return f"all {total} cases fail"
+        return _("all {total} cases fail").format(total=total)
     if not failed:
-        return f"all {total} cases pass at run time"
-    return f"{len(passed)}/{total} cases pass ({'; '.join(passed)}), failing: {'; '.join(failed)}"
+        return _("all {total} cases pass at run time").format(total=total)
+    return _("{passed}/{total} cases pass ({passing}), failing: {failing}").format(
+        passed=len(passed), total=total, passing="; ".join(passed), failing="; ".join(failed))
 
 
 def with_summary(message: str, passed: Sequence[str], failed: Sequence[str]) -> str:
@@ -70,8 +74,15 @@ def with_summary(message: str, passed: Sequence[str], failed: Sequence[str]) -> 
 
 
 def with_hint(message: str, hint: str | None) -> str:
-    """The message and its hint on one line (``" — hint: "``), for formats that show a single text."""
-    return f"{message} — hint: {hint}" if hint else message
+    """The message and its hint on one line (``" — hint: "``), for formats that show a single text.
+    The hint is read in the current language (:func:`hint_text`)."""
+    return message + _(" — hint: {hint}").format(hint=hint_text(hint)) if hint else message
+
+
+def hint_text(hint: str | None) -> str | None:
+    """A hint in the current language: the judges write hints as English sentences, the catalogue
+    holds their translations (a hint without one stays English)."""
+    return _(hint) if hint else hint
 
 
 def static_feedback(found: Sequence[str], autograd_names: Collection[str]) -> Feedback:
@@ -89,7 +100,8 @@ def static_feedback(found: Sequence[str], autograd_names: Collection[str]) -> Fe
         hint = f"derive and compute the gradients yourself: no autograd inside this function (found {first})"
     else:
         hint = f"do not use {first}: the task is to re-implement it"
-    return Feedback("fail", f"uses {', '.join(found)}: the task asks you to implement it yourself", STATIC_CASE, hint)
+    message = _("uses {names}: the task asks you to implement it yourself").format(names=", ".join(found))
+    return Feedback("fail", message, STATIC_CASE, hint)
 
 
 def unusable(what: str, exc: BaseException | str) -> str:
@@ -100,7 +112,7 @@ def unusable(what: str, exc: BaseException | str) -> str:
         exc: the exception that judging or reading raised, or a reason already in words.
     """
     why = exc if isinstance(exc, str) else f"{type(exc).__name__}: {str(exc)[:200]}"
-    return f"unusable {what} ({why})"
+    return _("unusable {what} ({why})").format(what=what, why=why)
 
 
 def returned(meta: dict, expected: str) -> tuple[str, str] | None:
@@ -112,4 +124,4 @@ def returned(meta: dict, expected: str) -> tuple[str, str] | None:
     got = meta.get("returned")
     if got is None:
         return None
-    return f"returned {got}, expected {expected}", f"return {expected}"
+    return _("returned {got}, expected {expected}").format(got=got, expected=expected), f"return {expected}"

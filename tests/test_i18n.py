@@ -146,3 +146,44 @@ def test_a_hint_missing_fuzzy_or_broken_in_the_catalogue_is_reported_by_answer(w
     named = {problem.split(": ", 1)[0] for problem in problems}
     assert len(problems) == 3 and named == {wrong_answer_hints[h][0] for h in (removed, fuzzy, broken)}, problems
     assert any(p.startswith(wrong_answer_hints[broken][0] + ": ") and "the number 1" in p for p in problems), problems
+
+
+# ------------------------------------------------------------------ the verdicts a learner reads, in Chinese
+def test_a_check_speaks_the_exercise_language():
+    """The check cell's verdict of a known wrong answer: in a Chinese exercise (``set_language("zh-CN")``)
+    its frame, case summary and hint come from the catalogue; in English the same result prints as before."""
+    from coursekit.checks import CHECKS
+
+    wrong = WRONG["batch_norm_train"]["unbiased_variance"]
+    english = CHECKS["batch_norm_train"](wrong)
+    assert english.summary().startswith("✘ batch_norm_train: case 1") and " — hint: " in english.summary()
+    with i18n.using_language("zh-CN"):
+        chinese = CHECKS["batch_norm_train"](wrong)
+        line, html = chinese.summary(), chinese._repr_html_()
+    assert line.startswith("✘ batch_norm_train：用例 1") and " — 提示：" in line, line
+    assert i18n.message_catalogue("zh-CN")[english.hint] in line and "个用例" in line
+    assert "提示：" in html and english.hint not in html
+    assert str(CHECKS["batch_norm_train"](wrong)) == english.summary()  # the language was restored
+
+
+def test_the_grader_writes_feedback_in_the_notebooks_language():
+    """``coursekit grade`` reads the edition's language from the notebook (``metadata.coursekit.lang``):
+    the hint it records is Chinese for a Chinese exercise, English otherwise, and an unknown tag is English
+    (the tag is the learner's to edit: it changes words, never a score)."""
+    import nbformat
+
+    from coursekit.grader.grade import _feedback_language, _Grading
+    from coursekit.tasks import TASKS
+    from coursekit.verdicts import Feedback
+
+    task = next(t for t in TASKS.values() if t.name == "batch_norm_train")
+    hint = "normalize with the biased variance (unbiased=False)"
+    recorded = {}
+    for lang in ("zh-CN", "en", "xx"):
+        nb = nbformat.v4.new_notebook(metadata={"coursekit": {"lang": lang}})
+        g = _Grading(Path("x.ipynb"), Path("."), 1.0, 1.0, {task.name: task})
+        with i18n.using_language(_feedback_language(nb)):
+            g.settle(task.name, Feedback("fail", "wrong", "case 1", hint))
+        recorded[lang] = g.results[task.name].hint
+    assert recorded["zh-CN"] == i18n.message_catalogue("zh-CN")[hint] != hint
+    assert recorded["en"] == recorded["xx"] == hint

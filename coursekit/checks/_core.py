@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from coursekit.i18n import _
 from coursekit.tasks._task import AUTOGRAD_NAMES
-from coursekit.verdicts import case_label, case_summary, static_feedback, with_hint
+from coursekit.verdicts import case_label, case_summary, hint_text, static_feedback, with_hint
 
 __all__ = ["CheckResult", "run_check", "run_cases", "static_findings", "static_hint"]
 
@@ -64,8 +65,10 @@ class CheckResult:
     def summary(self) -> str:
         """The one-line verdict (``coursekit.verdicts`` words it as the grader does)."""
         if self.passed:
-            return f"✔ {self.task}: {self.cases_run}/{self.cases_total} cases passed"
-        line = with_hint(f"✘ {self.task}: {self.failing_case}: {self.message}", self.hint)
+            return _("✔ {task}: {passed}/{total} cases passed").format(task=self.task, passed=self.cases_run,
+                                                                       total=self.cases_total)
+        line = with_hint(_("✘ {task}: {case}: {message}").format(task=self.task, case=self.failing_case,
+                                                                 message=self.message), self.hint)
         if self.cases_total > 1:
             line += f" [{self._which()}]"
         return line
@@ -81,9 +84,10 @@ class CheckResult:
             return (
                 '<div style="border-left:4px solid #2e7d32;padding:2px 8px;margin:2px 0">'
                 f'<span style="color:#2e7d32">✔</span> <code>{esc(self.task)}</code>: '
-                f"{self.cases_run}/{self.cases_total} cases passed</div>"
+                + esc(_("{passed}/{total} cases passed").format(passed=self.cases_run, total=self.cases_total))
+                + "</div>"
             )
-        hint = f"<br><b>hint:</b> {esc(self.hint)}" if self.hint else ""
+        hint = f"<br><b>{esc(_('hint:'))}</b> {esc(hint_text(self.hint))}" if self.hint else ""
         which = f"<br><small>{esc(self._which())}</small>" if self.cases_total > 1 else ""
         return (
             '<div style="border-left:4px solid #c62828;padding:2px 8px;margin:2px 0">'

@@ -55,9 +55,10 @@ from coursekit.grader.progress import configure, log, progress_bar, step
 from coursekit.grader.results import GradingError, NotebookResult, TaskResult
 from coursekit.grader.sandbox import resolve as resolve_sandbox
 from coursekit.grader.scan import defined_and_used, forbidden_uses, parse, with_helpers
+from coursekit.i18n import DEFAULT_LANGUAGE, notebook_language, using_language
 from coursekit.tasks import Verdict, judge_case
 from coursekit.tasks._task import AUTOGRAD_NAMES
-from coursekit.verdicts import Feedback, case_label, static_feedback, unusable, with_summary
+from coursekit.verdicts import Feedback, case_label, hint_text, static_feedback, unusable, with_summary
 
 __all__ = ["grade_notebook", "grade_paths"]
 
@@ -114,7 +115,8 @@ class _Grading:
         if name not in self.results:
             t = self.tasks[name]
             self.results[name] = TaskResult(t.id, t.points if feedback.status == "pass" else 0, t.points,
-                                            feedback.status, feedback.message, hint=feedback.hint, case=feedback.case)
+                                            feedback.status, feedback.message, hint=hint_text(feedback.hint),
+                                            case=feedback.case)
 
     def pending(self) -> list[str]:
         return [name for name in self.tasks if name not in self.results]
@@ -151,18 +153,28 @@ def grade_notebook(path, solutions="solutions", timeout: float = 60.0, total_tim
     except GradingError as exc:  # the lesson when known: the assignment counts it as that exercise's notebook
         return NotebookResult(str(path), 0, 0, lesson=exercise and exercise.lesson, error=str(exc))
     g = _Grading(path, solutions, timeout, total_timeout, {t.name: t for t in exercise.tasks}, started)
-    with step(path, "scan"):
-        answers = _scan(g, nb, instructor)
-    with step(path, "assemble"):
-        cells = _assemble(g, instructor, answers)
-    digest = trusted_digest(solutions)
-    if g.pending():  # else nothing to run: no kernel at all
-        _run_and_probe(g, cells, sandboxed, np.random.default_rng(secrets.randbits(128) if seed is None else seed))
+    with using_language(_feedback_language(nb)):  # verdicts and hints in the notebook's language
+        with step(path, "scan"):
+            answers = _scan(g, nb, instructor)
+        with step(path, "assemble"):
+            cells = _assemble(g, instructor, answers)
+        digest = trusted_digest(solutions)
+        if g.pending():  # else nothing to run: no kernel at all
+            _run_and_probe(g, cells, sandboxed, np.random.default_rng(secrets.randbits(128) if seed is None else seed))
     with step(path, "verify trusted files"):
         untrusted, sandbox_desc = _verify_trusted(digest, solutions, sandboxed, sandbox_desc)
     if untrusted:
         return NotebookResult(str(path), 0, 0, error=untrusted, sandbox=sandbox_desc)
     return _result(g, exercise, sandbox_desc)
+
+
+def _feedback_language(nb) -> str:
+    """The language of the edition the learner worked in (``metadata.coursekit.lang``): only the words of
+    the feedback depend on it, never a score; an unknown tag gives English."""
+    try:
+        return notebook_language(nb)
+    except ValueError:
+        return DEFAULT_LANGUAGE
 
 
 def _scan(g: _Grading, nb, instructor) -> dict[str, str]:
