@@ -8,6 +8,7 @@ Language menu writes, so the zh-CN language pack is shown working too. Skips (or
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -66,3 +67,7 @@ def test_the_chinese_exercise_fails_only_where_tagged_with_locked_checks(zh_page
     problems = bs.exercise_problems(zh_page[1], run)
     assert not problems, f"{EXERCISE} in JupyterLab:\n  " + "\n  ".join(problems)
     assert "任务 1" in zh_page[1].evaluate(_JS_TEXT, ".jp-RenderedMarkdown")
+    # the check cells answer in Chinese: the unfinished task's verdict and hint come from the catalogue
+    verdicts = json.dumps([o for _, c in run.code_cells if c["id"].startswith("check-") for o in c["outputs"]],
+                          ensure_ascii=False)
+    assert "✘ channel_stats：用例 1" in verdicts and "提示" in verdicts, verdicts[:500]
