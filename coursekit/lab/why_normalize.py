@@ -302,86 +302,17 @@ def train_parallel(model: ParallelMLP, splits: Sequence[Split], lr, seeds: Seque
     Returns:
         A ``ParallelRun``.
     """
-    k = model.num_models
-    lrs = torch.tensor(_as_list(lr, k, "lr"))
-    if any(v <= 0 for v in lrs.tolist()):
-        raise ValueError(f"expected positive learning rates (got {lrs.tolist()})")
-    if len(splits) != k or len(seeds) != k:
-        raise ValueError(f"expected {k} splits and {k} seeds, one per network (got {len(splits)} and {len(seeds)})")
-    if epochs < 1:
-        raise ValueError(f"expected epochs >= 1 (got {epochs})")
-    if noise is not None and (len(noise) != 2 or noise[0] < 0 or noise[1] < 1):
-        raise ValueError(f"expected noise=(a, b) with a >= 0 and b >= 1 (got {noise})")
-    x_train, y_train, x_test, y_test = _stacked(splits)
-    n = x_train.shape[1]
-    if not 1 < batch_size <= n:
-        raise ValueError(f"expected 2 <= batch_size <= {n} (got {batch_size})")
-    if not 0 <= shift_probe <= n:
-        raise ValueError(f"expected 0 <= shift_probe <= {n} (got {shift_probe})")
-    if measure_every < 1 or eval_every < 1:
-        raise ValueError(f"expected measure_every >= 1 and eval_every >= 1 (got {measure_every}, {eval_every})")
+    lrs, (x_train, y_train, x_test, y_test) = _checked_training(model, splits, lr, seeds, epochs, batch_size, noise,
+                                                                shift_probe, measure_every, eval_every)
     loss_of = _loss_function(loss)
-
-    params = model.parameters()
-    # Adam state, one entry per parameter tensor; the learning rate broadcasts over each network's slice
-    exp_avg = [torch.zeros_like(p) for p in params]
-    exp_avg_sq = [torch.zeros_like(p) for p in params]
-    beta1, beta2, adam_eps = 0.9, 0.999, 1e-8
-    neg_lr = [-lrs.view(-1, *([1] * (p.dim() - 1))) for p in params]   # broadcasts over each network's slice
+    run = _Training(model, _ParallelAdam(model.parameters(), lrs), loss_of, torch.Generator().manual_seed(dropout_seed),
+                    noise, torch.Generator().manual_seed(noise_seed), smoothness, x_train[:, :shift_probe],
+                    measure_every, monitor)
     shufflers = [torch.Generator().manual_seed(int(s)) for s in seeds]
-    noise_gen = torch.Generator().manual_seed(noise_seed)
-    drop_gen = torch.Generator().manual_seed(dropout_seed)
-    rows = torch.arange(k).unsqueeze(1)
-
-    def draw_noise():
-        return _draw_noise(noise, model, noise_gen)
-
-    def losses(xb, yb, noise_now, update_stats=True):
-        return loss_of(model(xb, training=True, noise=noise_now, update_stats=update_stats, generator=drop_gen), yb)
-
-    test_curve, recal_curve, smooth, shifts = [], [], [], []
-    probe = x_train[:, :shift_probe]
-    step = 0
-    noise_now = draw_noise()
+    test_curve, recal_curve = [], []
     for epoch in range(epochs):
-        orders = torch.stack([torch.randperm(n, generator=g) for g in shufflers])
-        for start in range(0, n - n % batch_size, batch_size):
-            idx = orders[:, start:start + batch_size]
-            xb, yb = x_train[rows, idx], y_train[rows, idx]
-            measure = step % measure_every == 0
-            if shift_probe and measure:
-                before = _distribution(model, probe, noise_now)
-            loss_now = losses(xb, yb, noise_now)
-            grads = torch.autograd.grad(loss_now.sum(), params)
-            step += 1
-            bc1, bc2 = 1 - beta1 ** step, 1 - beta2 ** step
-            old = [p.detach().clone() for p in params] if smoothness and measure else None
-            with torch.no_grad():   # Adam, elementwise as torch.optim.Adam; one foreach call per operation
-                torch._foreach_lerp_(exp_avg, grads, 1 - beta1)
-                torch._foreach_mul_(exp_avg_sq, beta2)
-                torch._foreach_addcmul_(exp_avg_sq, grads, grads, value=1 - beta2)
-                denom = torch._foreach_sqrt(exp_avg_sq)
-                torch._foreach_div_(denom, math.sqrt(bc2))
-                torch._foreach_add_(denom, adam_eps)
-                updates = torch._foreach_mul(torch._foreach_div(neg_lr, bc1), exp_avg)
-                torch._foreach_div_(updates, denom)
-                torch._foreach_add_(params, updates)
-            if monitor is not None:
-                monitor(step, model, grads, updates)
-            if smoothness and measure:
-                # same batch, same noise, new parameters; the running statistics stay as they are
-                loss_new = losses(xb, yb, noise_now, update_stats=False)
-                new_grads = torch.autograd.grad(loss_new.sum(), params)
-                smooth.append(torch.stack([
-                    _per_model_sq_norm(grads).sqrt(),
-                    _per_model_sq_norm([a - b for a, b in zip(new_grads, grads)]).sqrt(),
-                    _per_model_sq_norm([p.detach() - o for p, o in zip(params, old)]).sqrt(),
-                    (loss_new - loss_now).detach().abs(),
-                ]))
-            # the next step's noise is drawn now: the shift compares what step t and step t+1 see
-            noise_now = draw_noise()
-            if shift_probe and measure:
-                shifts.append((_distribution(model, probe, noise_now) - before).abs().mean(dim=1))
+        orders = torch.stack([torch.randperm(x_train.shape[1], generator=g) for g in shufflers])
+        run.epoch(x_train, y_train, orders, batch_size)
         if (epoch + 1) % eval_every and epoch + 1 < epochs:
             continue
         with torch.no_grad():
@@ -392,10 +323,133 @@ def train_parallel(model: ParallelMLP, splits: Sequence[Split], lr, seeds: Seque
     return ParallelRun(
         test_loss=torch.stack(test_curve, dim=1), test_loss_recalibrated=torch.stack(recal_curve, dim=1),
         train_loss=train_loss, model=model,
-        path=(dict(zip(("grad", "grad_change", "step", "loss_change"), torch.stack(smooth, dim=2)))
-              if smooth else {}),
-        shift=torch.stack(shifts, dim=1) if shifts else torch.empty(0),
+        path=(dict(zip(("grad", "grad_change", "step", "loss_change"), torch.stack(run.smooth, dim=2)))
+              if run.smooth else {}),
+        shift=torch.stack(run.shifts, dim=1) if run.shifts else torch.empty(0),
     )
+
+
+@dataclass
+class _Training:
+    """The steps of ``train_parallel``: batches, Adam, the optional noise, monitor and measurements."""
+
+    model: ParallelMLP
+    adam: _ParallelAdam
+    loss_of: object
+    dropout_gen: torch.Generator
+    noise: tuple[float, float] | None
+    noise_gen: torch.Generator
+    smoothness: bool
+    probe: torch.Tensor  # the first shift_probe training points of each network (empty: no shift measure)
+    measure_every: int
+    monitor: object = None
+    steps: int = 0
+    smooth: list = field(default_factory=list)
+    shifts: list = field(default_factory=list)
+    noise_now: object = None
+
+    def __post_init__(self):
+        self.noise_now = _draw_noise(self.noise, self.model, self.noise_gen)
+
+    def losses(self, xb, yb, update_stats: bool = True) -> torch.Tensor:
+        out = self.model(xb, training=True, noise=self.noise_now, update_stats=update_stats, generator=self.dropout_gen)
+        return self.loss_of(out, yb)
+
+    def epoch(self, x_train, y_train, orders, batch_size: int) -> None:
+        """One pass over the batches of ``orders`` (the last incomplete batch dropped)."""
+        n, rows = x_train.shape[1], torch.arange(self.model.num_models).unsqueeze(1)
+        for start in range(0, n - n % batch_size, batch_size):
+            idx = orders[:, start:start + batch_size]
+            self.step(x_train[rows, idx], y_train[rows, idx])
+
+    def step(self, xb, yb) -> None:
+        params = self.model.parameters()
+        measure = self.steps % self.measure_every == 0
+        shift = self.probe.shape[1] > 0 and measure
+        if shift:
+            before = _distribution(self.model, self.probe, self.noise_now)
+        loss_now = self.losses(xb, yb)
+        grads = torch.autograd.grad(loss_now.sum(), params)
+        self.steps += 1
+        old = [p.detach().clone() for p in params] if self.smoothness and measure else None
+        updates = self.adam.step(grads)
+        if self.monitor is not None:
+            self.monitor(self.steps, self.model, grads, updates)
+        if self.smoothness and measure:
+            # same batch, same noise, new parameters; the running statistics stay as they are
+            loss_new = self.losses(xb, yb, update_stats=False)
+            new_grads = torch.autograd.grad(loss_new.sum(), params)
+            self.smooth.append(_path_measures(params, old, grads, new_grads, loss_now, loss_new))
+        # the next step's noise is drawn now: the shift compares what step t and step t+1 see
+        self.noise_now = _draw_noise(self.noise, self.model, self.noise_gen)
+        if shift:
+            self.shifts.append((_distribution(self.model, self.probe, self.noise_now) - before).abs().mean(dim=1))
+
+
+def _checked_training(model: ParallelMLP, splits, lr, seeds, epochs, batch_size, noise, shift_probe, measure_every,
+                      eval_every) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """``train_parallel``'s arguments validated: (one learning rate per network, the stacked data)."""
+    k = model.num_models
+    lrs = torch.tensor(_as_list(lr, k, "lr"))
+    if any(v <= 0 for v in lrs.tolist()):
+        raise ValueError(f"expected positive learning rates (got {lrs.tolist()})")
+    if len(splits) != k or len(seeds) != k:
+        raise ValueError(f"expected {k} splits and {k} seeds, one per network (got {len(splits)} and {len(seeds)})")
+    if epochs < 1:
+        raise ValueError(f"expected epochs >= 1 (got {epochs})")
+    if noise is not None and (len(noise) != 2 or noise[0] < 0 or noise[1] < 1):
+        raise ValueError(f"expected noise=(a, b) with a >= 0 and b >= 1 (got {noise})")
+    data = _stacked(splits)
+    n = data[0].shape[1]
+    if not 1 < batch_size <= n:
+        raise ValueError(f"expected 2 <= batch_size <= {n} (got {batch_size})")
+    if not 0 <= shift_probe <= n:
+        raise ValueError(f"expected 0 <= shift_probe <= {n} (got {shift_probe})")
+    if measure_every < 1 or eval_every < 1:
+        raise ValueError(f"expected measure_every >= 1 and eval_every >= 1 (got {measure_every}, {eval_every})")
+    return lrs, data
+
+
+class _ParallelAdam:
+    """Adam over stacked networks, elementwise as ``torch.optim.Adam`` with PyTorch's defaults (betas 0.9,
+    0.999, eps 1e-8), one learning rate per network (it broadcasts over each network's slice); one
+    ``_foreach`` call per operation."""
+
+    betas, eps = (0.9, 0.999), 1e-8
+
+    def __init__(self, params: list[torch.Tensor], lrs: torch.Tensor):
+        self.params = params
+        self.exp_avg = [torch.zeros_like(p) for p in params]
+        self.exp_avg_sq = [torch.zeros_like(p) for p in params]
+        self.neg_lr = [-lrs.view(-1, *([1] * (p.dim() - 1))) for p in params]
+        self.steps = 0
+
+    def step(self, grads) -> list[torch.Tensor]:
+        """Apply one update; returns the parameter changes just applied (in ``params`` order)."""
+        beta1, beta2 = self.betas
+        self.steps += 1
+        bc1, bc2 = 1 - beta1 ** self.steps, 1 - beta2 ** self.steps
+        with torch.no_grad():
+            torch._foreach_lerp_(self.exp_avg, grads, 1 - beta1)
+            torch._foreach_mul_(self.exp_avg_sq, beta2)
+            torch._foreach_addcmul_(self.exp_avg_sq, grads, grads, value=1 - beta2)
+            denom = torch._foreach_sqrt(self.exp_avg_sq)
+            torch._foreach_div_(denom, math.sqrt(bc2))
+            torch._foreach_add_(denom, self.eps)
+            updates = torch._foreach_mul(torch._foreach_div(self.neg_lr, bc1), self.exp_avg)
+            torch._foreach_div_(updates, denom)
+            torch._foreach_add_(self.params, updates)
+        return updates
+
+
+def _path_measures(params, old, grads, new_grads, loss_now, loss_new) -> torch.Tensor:
+    """``(4, K)``: gradient norm, gradient change, step length and loss change of one step (``ParallelRun.path``)."""
+    return torch.stack([
+        _per_model_sq_norm(grads).sqrt(),
+        _per_model_sq_norm([a - b for a, b in zip(new_grads, grads)]).sqrt(),
+        _per_model_sq_norm([p.detach() - o for p, o in zip(params, old)]).sqrt(),
+        (loss_new - loss_now).detach().abs(),
+    ])
 
 
 def seed_net(batch_norm: bool, seed: int, weight_std: float | str | None = 0.1, bias_init: float | None = -0.2,
