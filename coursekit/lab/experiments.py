@@ -534,6 +534,27 @@ class SweepResult:
         return "\n".join(rows)
 
 
+def _sweep_steps(arch, norms, batch_sizes, seeds, steps, images) -> int | None:
+    """``batch_size_sweep``'s arguments checked; the steps per run (150 when neither steps nor images)."""
+    allowed = {"cnn": ("bn", "gn"), "mlp": ("bn", "gn", "ln")}
+    if arch not in allowed:
+        raise ValueError(f"expected arch 'cnn' or 'mlp' (got {arch!r})")
+    for n in norms:
+        if n not in allowed[arch]:
+            raise ValueError(f"expected norms from {allowed[arch]} for arch={arch!r} (got {n!r})")
+    if not seeds:
+        raise ValueError("expected at least one seed (got none)")
+    if steps is not None and images is not None:
+        raise ValueError(f"expected steps or images, not both (got steps={steps!r}, images={images!r})")
+    if images is not None:
+        bad = [b for b in batch_sizes if images % b]
+        if bad:
+            raise ValueError(f"expected images to be a multiple of every batch size (got images={images}, "
+                             f"batch sizes {bad})")
+        return None
+    return 150 if steps is None else steps
+
+
 def batch_size_sweep(data, *, arch: str = "cnn", norms: Sequence[str] = ("bn", "gn"),
                      batch_sizes: Sequence[int] = (2, 4, 8, 16, 32), seeds: Sequence[int] = (0, 1, 2),
                      steps: int | None = None, images: int | None = None, lr: float = 1e-2,
@@ -575,23 +596,7 @@ def batch_size_sweep(data, *, arch: str = "cnn", norms: Sequence[str] = ("bn", "
         >>> r.steps
         {2: 8, 8: 2}
     """
-    allowed = {"cnn": ("bn", "gn"), "mlp": ("bn", "gn", "ln")}
-    if arch not in allowed:
-        raise ValueError(f"expected arch 'cnn' or 'mlp' (got {arch!r})")
-    for n in norms:
-        if n not in allowed[arch]:
-            raise ValueError(f"expected norms from {allowed[arch]} for arch={arch!r} (got {n!r})")
-    if not seeds:
-        raise ValueError("expected at least one seed (got none)")
-    if steps is not None and images is not None:
-        raise ValueError(f"expected steps or images, not both (got steps={steps!r}, images={images!r})")
-    if steps is None and images is None:
-        steps = 150
-    if images is not None:
-        bad = [b for b in batch_sizes if images % b]
-        if bad:
-            raise ValueError(f"expected images to be a multiple of every batch size (got images={images}, "
-                             f"batch sizes {bad})")
+    steps = _sweep_steps(arch, norms, batch_sizes, seeds, steps, images)
     budget = {b: steps if images is None else images // b for b in batch_sizes}
 
     def build(norm: str) -> nn.Module:
