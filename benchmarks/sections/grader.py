@@ -71,9 +71,9 @@ def run(quick: bool) -> dict:
     with tempfile.TemporaryDirectory(prefix="coursekit-bench-copies-") as tmp:
         copies = Path(tmp) / "submissions"
         copies.mkdir()
-        lesson = solution.name.split("_", 1)[0]
-        for i in range(10):
-            shutil.copy(solution, copies / f"{lesson}_copy{i:02d}.ipynb")
+        for i in range(10):  # one learner each: copies of one exercise by one learner count once
+            (copies / f"learner{i:02d}").mkdir()
+            shutil.copy(solution, copies / f"learner{i:02d}" / solution.name)
         jobs = {}
         for n in (1, 2):
             dt, payload = run_grade([copies], jobs=n)
