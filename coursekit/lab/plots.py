@@ -20,7 +20,7 @@ import numpy as np
 
 __all__ = [
     "NORM_KINDS", "reduced_mask", "plot_norm_axes", "plot_norm_family", "plot_book_stack",
-    "plot_layer_histograms", "plot_curves", "plot_fit", "plot_distributions",
+    "plot_layer_histograms", "plot_curves", "plot_fit", "plot_distributions", "finish_axes",
 ]
 
 #: The normalizations ``plot_norm_axes`` draws, with their figure titles.
@@ -342,14 +342,7 @@ def plot_curves(curves: Mapping[str, Sequence], ax=None, xlabel: str = "epoch", 
         if len(arr) > 1:
             for run in arr:
                 ax.plot(x, run, lw=0.7, alpha=0.45, color=line.get_color())
-    if logy:
-        ax.set_yscale("log")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    if title:
-        ax.set_title(title)
-    ax.legend(fontsize=8)
-    return ax
+    return finish_axes(ax, xlabel, ylabel, title=title, logy=logy)
 
 
 def plot_fit(x, y, predictions: Mapping[str, object], ax=None, title: str | None = None,
@@ -413,6 +406,19 @@ def plot_distributions(samples: Mapping[str, object], ax=None, bins: int = 40, t
     for label, values in samples.items():
         ax.hist(_to_numpy(values), bins=bins, density=True, alpha=0.55, label=label)
     ax.set_ylabel("density")
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize=8)
+    return ax
+
+
+def finish_axes(ax, xlabel: str, ylabel: str, title: str | None = None, logy: bool = False):
+    """Labels, optional title and log y axis, and a small legend: how every curve figure of the course ends.
+    Returns ``ax``."""
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     if title:
         ax.set_title(title)
     ax.legend(fontsize=8)

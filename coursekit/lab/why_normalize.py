@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from coursekit.lab.data import Split
+from coursekit.lab.plots import finish_axes
 from coursekit.lab.training import mlp
 
 __all__ = [
@@ -583,11 +584,4 @@ def plot_sweep(values: Sequence[float], results: Mapping[str, torch.Tensor], ax=
         ax.axhline(level, color="grey", ls="--", lw=1)
         ax.text(values[0], level, level_label, va="bottom", fontsize=8, color="grey")
     ax.set_xscale("log")
-    if logy:
-        ax.set_yscale("log")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    if title:
-        ax.set_title(title)
-    ax.legend(fontsize=8)
-    return ax
+    return finish_axes(ax, xlabel, ylabel, title=title, logy=logy)
