@@ -116,6 +116,7 @@ def run(quick: bool) -> dict:
         "submissions": len(kinds), "mix": {k: list(kinds.values()).count(k) for k in EXPECTED}, "repeats": repeats,
         "install_log": log, "seconds_per_submission": med, "runs": {k: [round(t, 2) for t in v] for k, v in times.items()},
         "scores_correct": correct, "all_scores_correct": all(correct.values()),
+        "scores": {name: {str(k): v for k, v in result.items()} for name, result in got.items()},
         "ratios": {k: round(v, 3) for k, v in ratio.items()},
         "targets": TARGETS, "targets_met": {k: ratio[k] <= TARGETS[k] for k in TARGETS},
     }
@@ -135,7 +136,7 @@ def render(sec: dict) -> list[str]:
     for key, target in sec["targets"].items():
         met = "**met**" if sec["targets_met"][key] else "**not met**"
         out.append(f"- {key.replace('_', ' ')}: {sec['ratios'][key]} (target ≤ {target}): {met}")
+    wrong = {k: sec.get("scores", {}).get(k) for k, v in sec["scores_correct"].items() if not v}
     out.append(f"- Every grader scored every submission as expected (solved 2, wrong 1, untouched 0): "
-               f"{sec['all_scores_correct']}" + ("" if sec["all_scores_correct"] else
-                                                 f" ({', '.join(k for k, v in sec['scores_correct'].items() if not v)})"))
+               f"{sec['all_scores_correct']}" + ("" if sec["all_scores_correct"] else f" (got: {wrong})"))
     return out
