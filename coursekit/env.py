@@ -42,12 +42,22 @@ def setup_notebook(seed: int = 0, threads: int = NOTEBOOK_THREADS) -> None:
     torch.set_num_threads(threads)
     torch.set_printoptions(precision=4, sci_mode=False)
     np.set_printoptions(precision=4, suppress=True)
-    try:  # inline figures are PNG so they are stored in the notebook and render on GitHub
+    _inline_figures_as_png()
+
+
+def _inline_figures_as_png() -> None:
+    """Inline figures are PNG so they are stored in the notebook and render on GitHub (whatever a
+    user's IPython profile says). Importing matplotlib costs ~0.5 s, so when it is not loaded yet the
+    setting goes into the shell's configuration, which the inline backend reads when it is created."""
+    shell = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
+    if shell is None:  # not in IPython: nothing to configure
+        return
+    if "matplotlib_inline.backend_inline" in sys.modules:
         from matplotlib_inline.backend_inline import set_matplotlib_formats
 
         set_matplotlib_formats("png")
-    except Exception:  # not in IPython: nothing to configure
-        pass
+    else:
+        shell.config.InlineBackend.figure_formats = {"png"}
 
 
 def _version(distribution: str) -> str | None:

@@ -61,6 +61,12 @@ _COURSEKIT_IO = {
 class _CoursekitRecorder(_CoursekitDispatchMode):
     """Records the operators (and whether autograd ran) while the learner's code runs, in this thread."""
 
+    @classmethod
+    def _should_skip_dynamo(cls):
+        # torch wraps a mode's __torch_dispatch__ in torch._dynamo.disable otherwise, and the first
+        # recorded op would import torch._dynamo (~0.9 s); nothing here runs under torch.compile
+        return False
+
     def __init__(self):
         super().__init__()
         self.ops, self.autograd, self.graph_tasks, self.nested = set(), False, set(), False
