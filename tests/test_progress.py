@@ -21,23 +21,26 @@ def _steps(caplog) -> list[str]:
 
 
 def test_an_untouched_notebook_logs_its_steps_and_starts_no_kernel(tmp_path, caplog):
+    """No kernel launch and no assembling: nothing of an untouched notebook runs."""
     path = tmp_path / f"{STEM}.ipynb"
     shutil.copy(ROOT / "exercises" / f"{STEM}.ipynb", path)
     with caplog.at_level(logging.INFO, logger="coursekit.grader"):
         result = grade_notebook(path, ROOT / "solutions", sandbox="none")
     assert result.score == 0 and {t.status for t in result.tasks} == {"missing"}
-    assert _steps(caplog) == ["read", "scan", "assemble", "verify trusted files"]
+    assert _steps(caplog) == ["read", "identify", "scan", "verify trusted files"]
     assert all(str(path) in r.getMessage() for r in caplog.records)
 
 
 def test_a_solved_notebook_logs_kernel_cells_probes_and_judging(tmp_path, caplog):
+    """The kernel is launched right after reading, before the task definitions are used (torch loads in the
+    grader while the kernel starts), and waited for after the scan."""
     path = tmp_path / f"{STEM}.ipynb"
     shutil.copy(ROOT / "solutions" / f"{STEM}.ipynb", path)
     with caplog.at_level(logging.INFO, logger="coursekit.grader"):
         result = grade_notebook(path, ROOT / "solutions", sandbox="none")
     assert result.score == result.max_score == 2, result.tasks
     steps = _steps(caplog)
-    assert steps[:4] == ["read", "scan", "assemble", "kernel start"]
+    assert steps[:6] == ["read", "kernel launch", "identify", "scan", "assemble", "kernel start"]
     assert {"run harness cell", "run lock cell", "run instructor cell", "run answer cell channel_stats"} <= set(steps)
     assert steps.index("probe channel_stats") < steps.index("judge channel_stats") < steps.index("probe batch_norm_train")
     assert steps[-2:] == ["kernel stop", "verify trusted files"]
@@ -84,14 +87,12 @@ def test_kernel_stop_logs_what_failed_instead_of_swallowing_it(tmp_path, caplog)
     (tmp_path / "cwd").mkdir()
     kernel = Kernel(tmp_path / "cwd")
 
-    class Client:
-        km = object()
-
-        def _cleanup_kernel(self):
+    class Manager:
+        def shutdown_kernel(self, now=False):
             raise RuntimeError("manager lost the kernel")
 
-    kernel.client = Client()
+    kernel.manager = Manager()
     with caplog.at_level(logging.WARNING, logger="coursekit.grader"):
         kernel.stop()
-    assert kernel.client is None
+    assert kernel.client is None and kernel.manager is None
     assert any("stopping the kernel" in r.getMessage() and "manager lost the kernel" in r.exc_text for r in caplog.records)

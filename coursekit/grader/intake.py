@@ -18,8 +18,9 @@ from typing import NamedTuple
 from coursekit.grader.bounded import OutputError, read_regular
 from coursekit.grader.results import GradingError
 
-__all__ = ["expand", "read_bytes", "read_all", "read_submission", "identify", "Identity", "identify_exercise", "answer_sources",
-           "instructor_notebook", "trusted_digest", "changed_files", "MAX_SUBMISSION_BYTES"]
+__all__ = ["expand", "read_bytes", "read_all", "read_submission", "parse_notebook", "Node", "identify", "Identity",
+           "identify_exercise", "answer_sources", "instructor_notebook", "trusted_digest", "changed_files",
+           "MAX_SUBMISSION_BYTES"]
 
 MAX_SUBMISSION_BYTES = 20 * 2**20  # an exercise notebook with outputs and figures is well under 5 MB
 
@@ -57,18 +58,54 @@ def read_all(paths) -> dict[str, bytes | GradingError]:
 
 def read_submission(path: Path, data: bytes | None = None):
     """The notebook of a submission (``data``: its bytes read earlier by ``read_all``; else read now)."""
-    import json
-
-    import nbformat
-
     if data is None:
         data = read_bytes(Path(path))
     elif isinstance(data, GradingError):
         raise data
     try:
-        raw = json.loads(data.decode("utf-8"))
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise GradingError(f"{path} is not a readable notebook (not UTF-8 text)") from None
+    return parse_notebook(text, path)
+
+
+class Node(dict):
+    """A notebook, cell or metadata dict whose keys read as attributes (``nb.cells``, ``cell.source``),
+    as nbformat's ``NotebookNode``: the grader reads notebooks without importing nbformat, whose schema
+    validator costs ~1 s at every start."""
+
+    def __getattr__(self, key):
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def __setattr__(self, key, value):
+        self[key] = value
+
+    def __deepcopy__(self, memo):
+        import copy
+
+        return Node({k: copy.deepcopy(v, memo) for k, v in self.items()})
+
+
+def _node(value):
+    if isinstance(value, dict):
+        return Node({k: _node(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return [_node(v) for v in value]
+    return value
+
+
+def parse_notebook(text: str, path) -> Node:
+    """A v4 notebook from its JSON text, checked for what the grader and the builder rely on: a
+    ``cells`` list of objects, each with a ``cell_type`` string and a ``source`` string or list of
+    strings (joined, as nbformat does), ``metadata`` objects. Anything else is a ``GradingError``.
+    """
+    import json
+
+    try:
+        raw = json.loads(text)
     except RecursionError:
         raise GradingError(f"{path} is not a readable notebook (nested too deeply)") from None
     except json.JSONDecodeError as exc:  # the position, never the text around it
@@ -76,11 +113,25 @@ def read_submission(path: Path, data: bytes | None = None):
                            f"column {exc.colno})") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("cells"), list):
         raise GradingError(f"{path} is not a notebook (expected a 'cells' list)")
-    try:
-        nb = nbformat.reads(data.decode("utf-8"), as_version=4)
-    except Exception as exc:
-        raise GradingError(f"{path} is not a readable notebook ({type(exc).__name__})") from None
-    return nb
+    if raw.get("nbformat") != 4:
+        got = raw.get("nbformat")  # its number only: an error never quotes the file's text
+        got = got if isinstance(got, int) and not isinstance(got, bool) else f"a {type(got).__name__}"
+        raise GradingError(f"{path} is not a readable notebook (expected nbformat 4, got {got}; "
+                           "open and save it in JupyterLab)")
+    if not isinstance(raw.setdefault("metadata", {}), dict):
+        raise GradingError(f"{path} is not a readable notebook (metadata is not an object)")
+    for i, cell in enumerate(raw["cells"]):
+        if not isinstance(cell, dict) or not isinstance(cell.get("cell_type"), str):
+            raise GradingError(f"{path} is not a readable notebook (cell {i} has no cell_type)")
+        src = cell.get("source", "")
+        if isinstance(src, list) and all(isinstance(line, str) for line in src):
+            src = "".join(src)
+        if not isinstance(src, str):
+            raise GradingError(f"{path} is not a readable notebook (cell {i}: source is not text)")
+        cell["source"] = src
+        if not isinstance(cell.setdefault("metadata", {}), dict):
+            raise GradingError(f"{path} is not a readable notebook (cell {i}: metadata is not an object)")
+    return _node(raw)
 
 
 def identify_exercise(nb, path: Path):
@@ -189,12 +240,12 @@ def answer_sources(nb) -> dict[str, str]:
 
 
 def instructor_notebook(exercise, solutions: Path):
-    from coursekit.build import build_notebook, read_notebook
+    from coursekit.build import build_notebook
 
     path = Path(solutions) / exercise.filename
     if not path.is_file():
         raise GradingError(f"no solution notebook {path} to grade lesson {exercise.lesson} against")
-    nb = read_notebook(path)
+    nb = parse_notebook(path.read_text(encoding="utf-8"), path)
     if "build" in nb.metadata.get("coursekit", {}):
         # a pristine built exercise serves as well: the grader never uses the solution code itself,
         # so GitHub Classroom can grade against a trusted copy of exercises/ without solutions

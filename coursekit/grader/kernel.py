@@ -5,47 +5,34 @@ anything the kernel produced. With a ``Sandbox`` (``coursekit.grader.sandbox``) 
 bubblewrap: it may write only its submission's work directory (the parent of ``cwd``), and the
 trusted directories in ``hidden`` are invisible to it. Its home, IPython and matplotlib directories
 are private (inside the work directory), so the grader's ``~/.ipython`` startup files never run.
-What the grader receives from it is bounded: at most ``MAX_CELL_OUTPUT`` bytes of output per cell
-are kept and ZeroMQ drops any message over ``MAX_MESSAGE`` bytes (printing 200 MiB costs the
-learner that cell, not the grader its memory).
+What the grader receives from it is bounded: a cell's output is read and dropped as it arrives
+(the grader reads verdicts from files; only an error's name and message are kept, truncated), and
+ZeroMQ drops any message over ``MAX_MESSAGE`` bytes (printing 200 MiB costs the learner that cell,
+not the grader its memory).
+
+The kernel is driven with ``jupyter_client`` alone: nbclient would import nbformat, whose schema
+validator (jsonschema and its IRI grammar) costs ~1 s at every ``coursekit grade``.
 """
 from __future__ import annotations
 
 import logging
 import os
+import queue
 import site
 import subprocess
 import sys
+import time
 from pathlib import Path
 
-__all__ = ["Kernel", "KERNEL_ENV", "MAX_CELL_OUTPUT", "MAX_MESSAGE"]
+__all__ = ["Kernel", "KERNEL_ENV", "MAX_MESSAGE"]
 
 KERNEL_ENV = {"PATH", "USER", "LANG", "LC_ALL", "LC_CTYPE", "PYTHONPATH", "VIRTUAL_ENV",
               "CONDA_PREFIX", "SYSTEMROOT", "JUPYTER_PATH", "MPLBACKEND"}
-MAX_CELL_OUTPUT = 2**20  # bytes of text/data kept per cell: the grader reads verdicts from files, not output
 MAX_MESSAGE = 32 * 2**20  # bytes per ZeroMQ message from the kernel
+_STARTUP_TIMEOUT = 120.0  # seconds for a kernel to answer kernel_info (a loaded machine)
+_POLL = 0.5  # seconds between liveness checks while a cell runs
 
 log = logging.getLogger("coursekit.grader")
-
-
-def _client_class():
-    from nbclient import NotebookClient
-
-    class _BoundedClient(NotebookClient):
-        """nbclient, keeping at most ``MAX_CELL_OUTPUT`` bytes of each cell's outputs (errors always)."""
-
-        _kept = 0
-
-        def output(self, outs, msg, display_id, cell_index):
-            content = msg.get("content", {})
-            size = len(str(content.get("text", ""))) + sum(len(str(v)) for v in content.get("data", {}).values())
-            if msg.get("msg_type") != "error":
-                if self._kept + size > MAX_CELL_OUTPUT:
-                    return None
-                self._kept += size
-            return super().output(outs, msg, display_id, cell_index)
-
-    return _BoundedClient
 
 
 class Kernel:
@@ -64,6 +51,7 @@ class Kernel:
         self.sandbox = sandbox
         self.hidden = [Path(h) for h in hidden]
         self.client = None
+        self.manager = None
         self.process = None
         self.starts = 0
         self.home = self.work / "home"
@@ -94,11 +82,12 @@ class Kernel:
         env.setdefault("USER", "learner")
         return env
 
-    def _start(self) -> None:
-        import nbformat
-        import zmq.asyncio
+    def launch(self) -> None:
+        """Start the kernel process without waiting for it (``wait_ready`` waits): the grader's own
+        work overlaps the kernel's start."""
+        import zmq
         from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
-        from jupyter_client.manager import AsyncKernelManager
+        from jupyter_client.manager import KernelManager
 
         argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
         if self.sandbox is not None:
@@ -109,69 +98,80 @@ class Kernel:
                 return KernelSpec(argv=argv, display_name="coursekit grader", language="python")
 
         self.starts += 1
-        context = zmq.asyncio.Context()
+        context = zmq.Context()
         context.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE)  # default for every socket the client opens
         # IPC sockets and the connection file in the submission's own directory: no TCP port to race
         # other kernels for, nothing in the grader's runtime directory, visible inside the sandbox
-        class _Manager(AsyncKernelManager):
-            def client(self, **kw):  # jupyter_client gives the client a fresh context otherwise
-                kw.setdefault("context", self.context)
-                return super().client(**kw)
-
-        km = _Manager(kernel_name="coursekit-grader", kernel_spec_manager=_Spec(), context=context,
-                                transport="ipc", ip=str(self.work / f"kernel{self.starts}"),
-                                connection_file=str(self.work / f"kernel{self.starts}.json"))
-        self.client = _client_class()(nbformat.v4.new_notebook(), km=km, allow_errors=True, startup_timeout=120,
-                                      shutdown_kernel="immediate", record_timing=False)
-        # the learner's stderr noise (warnings, crash dumps) would garble the grader's report
+        self.manager = KernelManager(kernel_name="coursekit-grader", kernel_spec_manager=_Spec(), context=context,
+                                     transport="ipc", ip=str(self.work / f"kernel{self.starts}"),
+                                     connection_file=str(self.work / f"kernel{self.starts}.json"))
+        # the learner's stderr noise (warnings, crash dumps) would garble the grader's report;
         # independent: no JPY_PARENT_PID, whose process a sandboxed kernel cannot see (it would exit);
         # the kernel still dies with the grader (bwrap --die-with-parent)
-        self.client.start_new_kernel(cwd=str(self.cwd), env=self.env(), stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL,
-                                     independent=self.sandbox is not None)
-        self.process = getattr(km.provisioner, "process", None)
-        self.client.start_new_kernel_client()
+        self.manager.start_kernel(cwd=str(self.cwd), env=self.env(), stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL, independent=self.sandbox is not None)
+        self.process = getattr(self.manager.provisioner, "process", None)
+
+    def wait_ready(self) -> None:
+        """Connect to the launched kernel and wait until it answers (``kernel_info``)."""
+        client = self.manager.client(context=self.manager.context)
+        client.start_channels()
+        self.client = client
+        client.wait_for_ready(timeout=_STARTUP_TIMEOUT)
+
+    def _start(self) -> None:
+        if self.manager is None or self.client is not None:
+            self.launch()
+        self.wait_ready()
 
     def run(self, source: str, timeout: float) -> tuple[str, str]:
-        """Run one cell: ``("ok" | "error" | "timeout" | "dead", message)``."""
-        import nbformat
-        from nbclient.exceptions import CellTimeoutError, DeadKernelError
+        """Run one cell: ``("ok" | "error" | "timeout" | "dead", message)``.
 
-        cell = nbformat.v4.new_code_cell(source)
-        self.client.timeout = max(1, int(timeout + 0.999))
-        self.client.nb.cells = [cell]  # nbclient stores the executed cell back at its index
-        self.client._kept = 0
+        Every message the cell publishes is read and dropped but an error's name and message; the
+        cell is over when the kernel reports itself idle for it.
+        """
+        client = self.client
+        limit = max(1, int(timeout + 0.999))
+        deadline = time.monotonic() + limit
         try:
-            self.client.execute_cell(cell, 0)
-        except CellTimeoutError:
-            return "timeout", f"time limit of {self.client.timeout} s exceeded"
-        except DeadKernelError:
-            return "dead", "the kernel died (the code exited or crashed the Python process)"
-        except Exception as exc:  # e.g. the kernel went away between messages
-            if not self.alive():
-                return "dead", "the kernel died (the code exited or crashed the Python process)"
-            return "error", f"{type(exc).__name__}: {str(exc)[:300]}"
-        finally:
-            outputs, cell.outputs = cell.outputs, []
-        errors = [o for o in outputs if o.get("output_type") == "error"]
-        if errors:
-            return "error", f"{str(errors[0].get('ename'))[:100]}: {str(errors[0].get('evalue'))[:300]}"
-        return "ok", ""
+            msg_id = client.execute(source, store_history=False, allow_stdin=False, stop_on_error=False)
+        except Exception as exc:  # the channels are gone: the kernel went away
+            return "dead" if not self.alive() else "error", f"{type(exc).__name__}: {str(exc)[:300]}"
+        error = None
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return "timeout", f"time limit of {limit} s exceeded"
+            try:
+                msg = client.get_iopub_msg(timeout=min(left, _POLL))
+            except queue.Empty:
+                if not self.alive():
+                    return "dead", "the kernel died (the code exited or crashed the Python process)"
+                continue
+            if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            kind, content = msg.get("msg_type"), msg.get("content", {})
+            if kind == "error" and error is None:
+                error = f"{str(content.get('ename'))[:100]}: {str(content.get('evalue'))[:300]}"
+            elif kind == "status" and content.get("execution_state") == "idle":
+                break
+        return ("error", error) if error is not None else ("ok", "")
 
     def alive(self) -> bool:
-        from jupyter_core.utils import run_sync
-
-        km = self.client.km if self.client is not None else None
-        return km is not None and bool(run_sync(km.is_alive)())
+        return self.manager is not None and bool(self.manager.is_alive())
 
     def stop(self) -> None:
         """Stop the kernel. Sandboxed, killing ``bwrap`` ends every process the kernel started."""
-        if self.client is not None and self.client.km is not None:
-            try:
-                self.client._cleanup_kernel()
-            except Exception:  # the process is killed below whatever the manager managed
-                log.warning("stopping the kernel through its manager failed", exc_info=True)
-        self.client = None
+        client, self.client = self.client, None
+        manager, self.manager = self.manager, None
+        try:
+            if client is not None:
+                client.stop_channels()
+            if manager is not None:
+                manager.shutdown_kernel(now=True)
+                manager.context.destroy(linger=0)
+        except Exception:  # the process is killed below whatever the manager managed
+            log.warning("stopping the kernel through its manager failed", exc_info=True)
         proc, self.process = self.process, None
         if proc is not None and proc.poll() is None:  # the manager gave up on it: make sure
             try:
