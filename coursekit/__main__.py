@@ -1,4 +1,4 @@
 """``python -m coursekit`` is the same as the ``coursekit`` console script."""
-from coursekit.cli import main
+from coursekit.cli import entry
 
-raise SystemExit(main())
+entry()

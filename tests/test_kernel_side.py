@@ -9,6 +9,10 @@ receives (``Task.body``) is self-contained and adds one name to the kernel.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from declared_keys import KeyRecord, recording_task
@@ -17,6 +21,8 @@ from coursekit.grader import in_kernel
 from coursekit.kernel_side.outputs import Outputs, writes
 from coursekit.tasks import TASKS, Case, Task, task_named
 from coursekit.tasks._kernel_source import kernel_body
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @writes("y", meta=("returned",))
@@ -76,3 +82,16 @@ def test_a_body_that_is_not_a_module_level_function_is_refused():
 
     with pytest.raises(ValueError, match="module-level function"):
         kernel_body(run_nested, "identity")
+
+
+def test_the_task_definitions_and_the_grader_import_without_torch():
+    """``coursekit grade`` launches the learner's kernel before torch loads in the grader: importing the
+    grader, the task definitions and the kernel-side bodies must not import torch (or nbformat, whose
+    schema validator costs ~1 s). Fails if a module-level ``import torch`` comes back."""
+    code = ("import sys\nimport coursekit.grader.cli, coursekit.grader.grade, coursekit.tasks, coursekit.kernel_side.lesson07\n"
+            "import coursekit.grader.intake as i\n"
+            "i.parse_notebook(open(sys.argv[1]).read(), 'x')\n"
+            "print(sorted(m for m in ('torch', 'nbformat', 'nbclient', 'jsonschema') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code, str(ROOT / "solutions" / "02_bn_forward_exercises.ipynb")],
+                         capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out

@@ -23,7 +23,16 @@ The trust boundary is in the file names. Everything here runs in the grader's ow
 
 See docs/instructors.md, "Threat model".
 """
-from coursekit.grader.grade import grade_notebook, grade_paths
 from coursekit.grader.results import STATUSES, GradingError, NotebookResult, TaskResult
 
 __all__ = ["grade_notebook", "grade_paths", "STATUSES", "GradingError", "NotebookResult", "TaskResult"]
+
+
+def __getattr__(name: str):
+    # ``grade`` is imported on first use: it loads torch (the judges), and a submodule such as
+    # ``in_kernel`` (the check cell) or ``intake`` must not pay for that
+    if name in ("grade_notebook", "grade_paths"):
+        from coursekit.grader import grade
+
+        return getattr(grade, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

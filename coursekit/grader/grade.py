@@ -38,7 +38,6 @@ from pathlib import Path
 import numpy as np
 
 import coursekit
-from coursekit.grader import in_kernel
 from coursekit.grader.bounded import OutputError, load_json, load_npz, new_dir, save_npz, write_json
 from coursekit.grader.intake import (
     answer_sources,
@@ -56,8 +55,6 @@ from coursekit.grader.results import GradingError, NotebookResult, TaskResult
 from coursekit.grader.sandbox import resolve as resolve_sandbox
 from coursekit.grader.scan import defined_and_used, forbidden_uses, parse, with_helpers
 from coursekit.i18n import DEFAULT_LANGUAGE, notebook_language, using_language
-from coursekit.tasks import Verdict, judge_case
-from coursekit.tasks._task import AUTOGRAD_NAMES
 from coursekit.verdicts import Feedback, case_label, hint_text, static_feedback, unusable, with_summary
 
 __all__ = ["grade_notebook", "grade_paths"]
@@ -65,6 +62,7 @@ __all__ = ["grade_notebook", "grade_paths"]
 _TRUSTED_CELL_TIMEOUT = 120.0  # seconds for the instructor's setup cells (imports on a loaded machine)
 _MAX_OUTPUT_BYTES = 64 * 2**20  # a probe writing more than this is treated as an error, not loaded
 _TRUSTED_KINDS = ("harness", "lock", "instructor")
+_HARNESS = Path(__file__).with_name("in_kernel.py")  # sent as text: the grader itself never imports it (torch)
 
 
 @dataclass(frozen=True)
@@ -144,28 +142,76 @@ def grade_notebook(path, solutions="solutions", timeout: float = 60.0, total_tim
     path, solutions = Path(path), Path(solutions)
     started = time.monotonic()
     sandboxed, sandbox_desc = resolve_sandbox(sandbox)
-    exercise = None
+    exercise, early = None, None
     try:
         with step(path, "read"):
             nb = read_submission(path, data)
+        digest = trusted_digest(solutions)  # before any kernel of this submission exists
+        if _may_need_kernel(nb):  # launched now, it starts while the grader imports the judges (torch)
+            with step(path, "kernel launch"):
+                early = _Workspace(solutions, sandboxed)
+        with step(path, "identify"):
             exercise = identify_exercise(nb, path)
             instructor = instructor_notebook(exercise, solutions)
     except GradingError as exc:  # the lesson when known: the assignment counts it as that exercise's notebook
+        if early is not None:
+            early.close()
         return NotebookResult(str(path), 0, 0, lesson=exercise and exercise.lesson, error=str(exc))
     g = _Grading(path, solutions, timeout, total_timeout, {t.name: t for t in exercise.tasks}, started)
-    with using_language(_feedback_language(nb)):  # verdicts and hints in the notebook's language
-        with step(path, "scan"):
-            answers = _scan(g, nb, instructor)
-        with step(path, "assemble"):
-            cells = _assemble(g, instructor, answers)
-        digest = trusted_digest(solutions)
-        if g.pending():  # else nothing to run: no kernel at all
-            _run_and_probe(g, cells, sandboxed, np.random.default_rng(secrets.randbits(128) if seed is None else seed))
+    try:
+        with using_language(_feedback_language(nb)):  # verdicts and hints in the notebook's language
+            with step(path, "scan"):
+                answers = _scan(g, nb, instructor)
+            if g.pending():  # else nothing to run: no kernel at all
+                with step(path, "assemble"):
+                    cells = _assemble(g, instructor, answers)
+                work, early = early or _Workspace(solutions, sandboxed), None
+                _run_and_probe(g, work, cells, np.random.default_rng(secrets.randbits(128) if seed is None else seed))
+    finally:
+        if early is not None:  # launched for a notebook that turned out to need no kernel
+            early.close()
     with step(path, "verify trusted files"):
         untrusted, sandbox_desc = _verify_trusted(digest, solutions, sandboxed, sandbox_desc)
     if untrusted:
         return NotebookResult(str(path), 0, 0, error=untrusted, sandbox=sandbox_desc)
     return _result(g, exercise, sandbox_desc)
+
+
+def _may_need_kernel(nb) -> bool:
+    """Whether a submission looks attempted: some answer cell without the built placeholder's
+    ``raise NotImplementedError()``. Only decides when its kernel is launched (early or after the
+    scan); whether a task is attempted is the scan's exact comparison with the instructor's cell."""
+    from coursekit.build import PLACEHOLDER
+
+    return any(not isinstance(src, str) or PLACEHOLDER[1] not in src for src in answer_sources(nb).values())
+
+
+class _Workspace:
+    """A submission's private directory (``mkdtemp``, mode 0700; the sandbox sees only this one) and
+    its kernel, launched at once. ``close`` stops the kernel and removes the directory."""
+
+    def __init__(self, solutions: Path, sandboxed):
+        self.dir = Path(tempfile.mkdtemp(prefix="coursekit-grade-"))
+        try:
+            self.probe_root = self.dir / secrets.token_hex(8)  # outside the kernel's cwd, under an unguessable name
+            self.probe_root.mkdir()
+            (self.dir / "cwd").mkdir()
+            hidden = [solutions, Path(coursekit.__file__).resolve().parents[1] / "solutions"]
+            self.kernel = Kernel(self.dir / "cwd", sandboxed, hidden=hidden)
+            try:
+                self.kernel.launch()
+            except Exception as exc:  # ``Kernel.start`` retries a failed start
+                log.warning("kernel launch failed: %s: %s", type(exc).__name__, exc)
+                self.kernel.stop()
+        except BaseException:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            raise
+
+    def close(self) -> None:
+        try:
+            self.kernel.stop()
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def _feedback_language(nb) -> str:
@@ -191,6 +237,8 @@ def _scan(g: _Grading, nb, instructor) -> dict[str, str]:
             found = _forbidden_found(answers, t)
             if found:
                 g.rejected.add(name)
+                from coursekit.tasks._task import AUTOGRAD_NAMES
+
                 g.settle(name, static_feedback(found, AUTOGRAD_NAMES))
     return answers
 
@@ -209,7 +257,7 @@ def _assemble(g: _Grading, instructor, answers: dict[str, str]) -> list[_Cell]:
     learner code can replace them. Before the first answer, the guard's lock
     (``coursekit.grader.guard``): what the notebook's tasks forbid is refused for the kernel's life.
     """
-    cells = [_Cell("harness", Path(in_kernel.__file__).read_text())]
+    cells = [_Cell("harness", _HARNESS.read_text())]
     lock = _Cell("lock", _lock_cell(g.tasks.values()))
     for c in instructor.cells:
         cid = c.get("id", "")
@@ -241,24 +289,17 @@ def _lock_cell(tasks) -> str:
             "del _coursekit_guard\n")
 
 
-def _run_and_probe(g: _Grading, cells: list[_Cell], sandboxed, rng: np.random.Generator) -> None:
-    """In a fresh private directory and kernel: run the cells, then probe every task still open."""
-    work = Path(tempfile.mkdtemp(prefix="coursekit-grade-"))  # mode 0700; the sandbox sees only this one
+def _run_and_probe(g: _Grading, work: _Workspace, cells: list[_Cell], rng: np.random.Generator) -> None:
+    """In the submission's workspace and kernel: run the cells, then probe every task still open."""
     try:
-        probe_root = work / secrets.token_hex(8)  # outside the kernel's cwd, under an unguessable name
-        probe_root.mkdir()
-        (work / "cwd").mkdir()
-        hidden = [g.solutions, Path(coursekit.__file__).resolve().parents[1] / "solutions"]
-        g.kernel = Kernel(work / "cwd", sandboxed, hidden=hidden)
+        g.kernel = work.kernel
         with step(g.path, "kernel start"):
             g.kernel.start()
         _run_cells(g, cells)
-        _probe_all(g, rng, probe_root)
+        _probe_all(g, rng, work.probe_root)
     finally:
-        if g.kernel is not None:
-            with step(g.path, "kernel stop"):
-                g.kernel.stop()
-        shutil.rmtree(work, ignore_errors=True)
+        with step(g.path, "kernel stop"):
+            work.close()
 
 
 def _lost(status: str) -> str:
@@ -355,6 +396,8 @@ def _judge_outputs(task_dir: Path, task, cases) -> Feedback:
     Every case is judged (``coursekit.tasks.judge_case``, the same function the check cell uses);
     the first case that does not pass decides the verdict, with which cases pass and fail.
     """
+    from coursekit.tasks import Verdict, judge_case
+
     first = None
     passed, failed = [], []
     for i, case in enumerate(cases):

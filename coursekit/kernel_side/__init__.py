@@ -16,7 +16,9 @@ both over every catalogue answer).
 
 These are real modules (ruff lints them, tests import them); ``coursekit.tasks._kernel_source``
 turns one body and what it uses into the self-contained source the kernel receives
-(``Task.body``).
+(``Task.body``). They import torch inside each function, never at the top: the grader imports
+them (through ``coursekit.tasks``) before it needs torch, and ``coursekit grade`` starts the
+learner's kernel in that time (``tests/test_kernel_side.py`` keeps it so).
 """
 
 __all__: list[str] = []

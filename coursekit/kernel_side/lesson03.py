@@ -5,9 +5,6 @@ See :mod:`coursekit.kernel_side`.
 
 from __future__ import annotations
 
-import torch
-from torch.nn.modules.batchnorm import _NormBase
-
 from coursekit.kernel_side.describe import tuple_outputs
 from coursekit.kernel_side.outputs import writes
 
@@ -60,6 +57,7 @@ def _both_modes_stateless(module, loaded, tensors, recording, out):
 
 def _gradients(module, loaded, tensors, recording, out):
     """Scenario "grad": a training-mode forward and autograd's backward through it."""
+    import torch
     module.train()
     x = tensors["x0"].clone().requires_grad_(True)
     with recording:
@@ -84,6 +82,8 @@ _SCENARIOS = {
 @writes("init_*", "loaded_*", "y0", "y1", "y2", "step*", "after_*", "y_train", "y_eval", "x_grad", "weight_grad",
         "bias_grad", meta=("not_module", "subclasses", "instance", "keys", "params", "kinds"))
 def run_my_batch_norm_2d(my_batch_norm_2d, case, tensors, arrays, recording):
+    import torch
+    from torch.nn.modules.batchnorm import _NormBase
     cls = my_batch_norm_2d
     if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
         return {}, {"not_module": True}

@@ -6,9 +6,6 @@ returns outputs and the model's full state after what it ran.
 
 from __future__ import annotations
 
-import torch
-from torch.nn.modules.batchnorm import _BatchNorm
-
 from coursekit.kernel_side.models import STATE_PREFIX, load_model
 from coursekit.kernel_side.outputs import writes
 
@@ -20,6 +17,7 @@ FREEZE_TOGGLES = (("train",), ("eval", "train"))
 
 @writes("y*", "state*", meta=("returned",))
 def run_freeze_batchnorm(freeze_batchnorm, case, tensors, arrays, recording):
+    import torch
     model = load_model(case["model"], case["dtype"], tensors)
     model.train(case["mode"] == "train")
     with recording:
@@ -47,6 +45,8 @@ def run_freeze_batchnorm(freeze_batchnorm, case, tensors, arrays, recording):
 
 @writes("y", "y_again", "state_*", "y_next", "next_*")
 def run_predict(predict, case, tensors, arrays, recording):
+    import torch
+    from torch.nn.modules.batchnorm import _BatchNorm
     model = load_model(case["model"], case["dtype"], tensors)
     model.train(case["mode"] != "eval")
     if case["mode"] == "mixed":
@@ -74,6 +74,7 @@ def run_predict(predict, case, tensors, arrays, recording):
 
 def _loader(case, tensors):
     """The case's batches as a list, or as a DataLoader over them."""
+    import torch
     batches = [tensors[f"batch{i}"] for i in range(case["n"])]
     if case["loader"] != "DataLoader":
         return batches
@@ -83,6 +84,8 @@ def _loader(case, tensors):
 
 @writes(STATE_PREFIX + "*", "y_next", "next_*", "mom_*", meta=("returned", "n_bn"))
 def run_recalibrate(recalibrate, case, tensors, arrays, recording):
+    import torch
+    from torch.nn.modules.batchnorm import _BatchNorm
     model = load_model("conv", case["dtype"], tensors)
     model.train(case["mode"] == "train")
     loader = _loader(case, tensors)

@@ -6,10 +6,6 @@ as data (the folded state), never as a claim: the judge folds its own copy.
 
 from __future__ import annotations
 
-import torch
-from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
-
 from coursekit.kernel_side.models import STATE_PREFIX, load_model
 from coursekit.kernel_side.outputs import writes
 
@@ -23,6 +19,8 @@ FOLDED_PREFIX = "folded_"
 
 def build_layer_and_bn(case, tensors):
     """The case's conv/linear layer and its BN, in eval mode, with the states the case carries."""
+    import torch
+    from torch import nn
     dtype = getattr(torch, case["dtype"])
     layer = getattr(nn, case["layer"])(**case["spec"]).to(dtype)
     bn = getattr(nn, case["bn"])(case["channels"], eps=case["eps"]).to(dtype)
@@ -35,6 +33,7 @@ def build_layer_and_bn(case, tensors):
         meta=("same", "type", "layer_repr_after", "layer_training", "bn_training", "attrs", "has_bias", "weight_dtype",
               "bias_dtype"))
 def run_fold_layer(fold, case, tensors, arrays, recording):
+    import torch
     layer, bn = build_layer_and_bn(case, tensors)
     with recording:
         folded = fold(layer, bn)
@@ -58,6 +57,9 @@ def run_fold_layer(fold, case, tensors, arrays, recording):
 @writes(STATE_PREFIX + "*", "y", FOLDED_PREFIX + "*",
         meta=("same", "type", "n_bn", "original_changed", "training", "bn_left", "identities"))
 def run_fold_model(fold_model, case, tensors, arrays, recording):
+    import torch
+    from torch import nn
+    from torch.nn.modules.batchnorm import _BatchNorm
     model = load_model(case["model"], case["dtype"], tensors)
     model.train(case["mode"] == "train")
     flags, text = [m.training for m in model.modules()], repr(model)

@@ -6,15 +6,13 @@ trusted side. A case carries a model's state as arrays named ``STATE_PREFIX + <s
 
 from __future__ import annotations
 
-import torch
-from torch import nn
-
 __all__ = ["STATE_PREFIX", "ARCHITECTURES", "build_model", "load_model"]
 
 STATE_PREFIX = "sd_"
 
 
 def _conv(dropout):
+    from torch import nn
     layers = [nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
               nn.Sequential(nn.Conv2d(4, 4, 1, bias=False), nn.BatchNorm2d(4), nn.ReLU()),
               nn.Flatten(), nn.Linear(4 * 4 * 4, 6), nn.BatchNorm1d(6)]
@@ -22,15 +20,18 @@ def _conv(dropout):
 
 
 def _mixed():
+    from torch import nn
     return nn.Sequential(nn.Conv3d(1, 3, 3, padding=1), nn.BatchNorm3d(3), nn.ReLU(), nn.Flatten(2),
                          nn.Sequential(nn.Conv1d(3, 4, 3, padding=1), nn.BatchNorm1d(4)), nn.Flatten(), nn.Linear(4 * 27, 2))
 
 
 def _mlp():
+    from torch import nn
     return nn.Sequential(nn.Linear(5, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Dropout(0.3), nn.Linear(8, 3))
 
 
 def _conv2d_nested():
+    from torch import nn
     return nn.Sequential(
         nn.Conv2d(2, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU(),
         nn.Sequential(nn.Conv2d(4, 4, 3, padding=1, padding_mode="reflect"), nn.BatchNorm2d(4), nn.ReLU()),
@@ -38,6 +39,7 @@ def _conv2d_nested():
 
 
 def _conv1d_bn_after_relu():
+    from torch import nn
     return nn.Sequential(
         nn.Conv1d(3, 4, 3, padding=1), nn.ReLU(), nn.BatchNorm1d(4),
         nn.Conv1d(4, 4, 1), nn.BatchNorm1d(4),
@@ -58,6 +60,7 @@ ARCHITECTURES = {
 
 def build_model(architecture, dtype):
     """A fresh model of ``architecture`` (a key of ``ARCHITECTURES``) in ``dtype`` ("float32", ...)."""
+    import torch
     if architecture not in ARCHITECTURES:
         raise ValueError(f"expected a model architecture of {sorted(ARCHITECTURES)} (got {architecture!r})")
     return ARCHITECTURES[architecture]().to(getattr(torch, dtype))

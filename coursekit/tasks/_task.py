@@ -22,8 +22,9 @@ call it, so they cannot disagree on a case.
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -164,8 +165,67 @@ class Exercise:
 
 
 # ------------------------------------------------------------------------------ forbidden operations
+class _DerivedOps(Mapping):
+    """Operator -> description, derived from the installed torch the first time it is read: importing
+    the task definitions does not import torch, so ``coursekit grade`` starts the learner's kernel
+    while torch loads in the grader."""
+
+    def __init__(self, derive: Callable[[], dict]):
+        self._derive = derive
+
+    @functools.cached_property
+    def _ops(self) -> dict:
+        return self._derive()
+
+    def __getitem__(self, key):
+        return self._ops[key]
+
+    def __iter__(self):
+        return iter(self._ops)
+
+    def __len__(self):
+        return len(self._ops)
+
+    def __or__(self, other):
+        return _DerivedOps(lambda: {**self._ops, **other})
+
+    def __repr__(self):
+        return repr(self._ops)
+
+
+class _DerivedTargets(Sequence):
+    """``"module:qualname"`` targets derived the first time they are read (as ``_DerivedOps``)."""
+
+    def __init__(self, derive: Callable[[], tuple]):
+        self._derive = derive
+
+    @functools.cached_property
+    def _targets(self) -> tuple:
+        return tuple(self._derive())
+
+    def __getitem__(self, index):
+        return self._targets[index]
+
+    def __len__(self):
+        return len(self._targets)
+
+    def __add__(self, other):
+        return _DerivedTargets(lambda: self._targets + tuple(other))
+
+    def __radd__(self, other):
+        return _DerivedTargets(lambda: tuple(other) + self._targets)
+
+    def __eq__(self, other):
+        return isinstance(other, (tuple, Sequence)) and tuple(self) == tuple(other)
+
+    __hash__ = None
+
+    def __repr__(self):
+        return repr(self._targets)
+
+
 # Derived from the installed torch (``_library``): every normalization operator in every namespace
-NORM_OPS = {op: describe_op(op) for op in norm_ops()}
+NORM_OPS = _DerivedOps(lambda: {op: describe_op(op) for op in norm_ops()})
 # Identifiers of PyTorch's normalization functions, modules and kernels (the static scan).
 NORM_NAMES = frozenset(
     {
@@ -218,12 +278,13 @@ FUSION_NAMES = frozenset(
 # code that raises while the learner's code runs, and their source cannot be read from disk
 FUSION_WATCH = tuple(f"torch.nn.utils.fusion:{n}" for n in (
     "fuse_conv_bn_eval", "fuse_conv_bn_weights", "fuse_linear_bn_eval", "fuse_linear_bn_weights")) + (
-    "torch.fx.experimental.optimization:fuse",) + tuple(t for t in reference_implementations() if ".fold:" in t)
+    "torch.fx.experimental.optimization:fuse",) + _DerivedTargets(
+    lambda: [t for t in reference_implementations() if ".fold:" in t])
 # a library normalization used as the whole answer is not the learner's own work either (the exercises say so)
 STATS_WATCH = ("scipy.stats:zscore", "scipy.stats:zmap", "sklearn.preprocessing:scale") + tuple(
     f"sklearn.preprocessing:StandardScaler.{m}" for m in ("fit", "partial_fit", "transform", "fit_transform"))
-REFERENCE_NORM_WATCH = (norm_implementations() + tuple(t for t in reference_implementations() if ".fold:" not in t)
-                        + STATS_WATCH)
+REFERENCE_NORM_WATCH = _DerivedTargets(
+    lambda: norm_implementations() + tuple(t for t in reference_implementations() if ".fold:" not in t) + STATS_WATCH)
 UPDATE_BN_WATCH = ("torch.optim.swa_utils:update_bn",)
 
 
