@@ -15,14 +15,22 @@ sandboxed grader kernel for ``coursekit grade``. Three layers, each on every thr
   ``os.posix_spawn``, ``os.exec*``, ``os.system``), reading the source or bytecode of a refused
   implementation from disk, importing a refused library not imported yet (scikit-learn, SciPy),
   ``gc.get_objects``/``get_referrers``/``get_referents``, replacing a function's ``__code__`` and
-  ``ctypes`` are refused.
+  ``ctypes`` are refused;
+* **no new thread** where the tasks forbid every automatic differentiation (lesson 04's graded
+  backward: :func:`threads_refused`), since the ``TorchDispatchMode`` that records autograd is per
+  thread and autograd's engine run in another thread would go unseen: the functions that start a
+  thread (``threading.Thread.start``'s ``_start_new_thread``, ``_thread.start_new_thread``) are
+  replaced by ones that raise. Elsewhere threads stay allowed (the dispatcher layer covers them).
 
 :class:`Scope` arms them around the learner's calls in a check cell (and puts everything back
 after; it also notices a child process that bypassed the audit hook, from ``RUSAGE_CHILDREN``).
 :func:`lock` arms them for the rest of the process's life in the grader's kernel, keeps no Python
 object that could undo them, and adds a seccomp filter (``coursekit.grader.seccomp``) that forbids
-new processes below Python. A refusal raises ``RuntimeError``/``PermissionError`` whose message
-starts with :data:`REFUSED`; ``coursekit.tasks.judge_case`` turns it into "called <what>".
+new processes below Python (and, where threads are refused, new threads: a start function captured
+before the lock still fails there, with "can't start new thread"). In a check a start function
+captured before the check's first case gets through: the check is advisory, the grade refuses it.
+A refusal raises ``RuntimeError``/``PermissionError`` whose message starts with :data:`REFUSED`;
+``coursekit.tasks.judge_case`` turns it into "called <what>".
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ import sys
 import types
 import warnings
 
-__all__ = ["REFUSED", "Scope", "lock", "refusal", "protected_paths", "refused_imports"]
+__all__ = ["REFUSED", "Scope", "lock", "refusal", "protected_paths", "refused_imports", "threads_refused"]
 
 REFUSED = "coursekit refused"
 # keys a kernel may compute under (a refusing kernel goes on each one the operator has, and always
@@ -49,14 +57,27 @@ _REACH_EVENTS = frozenset({"gc.get_objects", "gc.get_referrers", "gc.get_referen
                            "ctypes.PyObj_FromPtr", "ctypes.string_at", "ctypes.addressof"})
 
 
+# the functions that start a thread: ``threading.Thread.start`` calls the first through its module global
+_THREAD_STARTS = (("threading", "_start_new_thread"), ("threading", "_start_joinable_thread"),
+                  ("_thread", "start_new_thread"), ("_thread", "start_new"), ("_thread", "start_joinable_thread"))
+# forward-mode AD is forbidden exactly where every automatic differentiation is (lesson 04's graded backward)
+_NO_AUTODIFF_MARK = "aten::_make_dual"
+
 # libraries too heavy to import just to refuse them: when one is not imported yet, importing it is refused
 _LAZY_ROOTS = ("sklearn", "scipy")
 
 
 def refusal(kind: str, what: str) -> str:
     """The message of a refusal, ``"coursekit refused <kind>: <what>"``; ``kind`` is ``call`` (a library
-    function or operator), ``process`` (another process) or ``access`` (what would reach or copy one)."""
+    function or operator), ``process`` (another process), ``thread`` (a new thread, judged as a call of
+    what started it) or ``access`` (what would reach or copy one)."""
     return f"{REFUSED} {kind}: {what}"
+
+
+def threads_refused(ops) -> bool:
+    """Whether the tasks that forbid ``ops`` forbid new threads: those that forbid every automatic
+    differentiation (forward-mode AD among their operators), whose autograd record is per thread."""
+    return _NO_AUTODIFF_MARK in ops
 
 
 # ------------------------------------------------------------------------------ the dispatcher
@@ -184,6 +205,26 @@ def _module_paths(module: str) -> tuple[str, ...]:
     return path, os.path.join(folder, "__pycache__", name.rsplit(".", 1)[0] + ".")
 
 
+# ------------------------------------------------------------------------------ threads
+def _thread_starts() -> list[tuple[types.ModuleType, str, object]]:
+    """``(module, name, function)`` for each function that starts a thread in this Python."""
+    import _thread
+    import threading
+
+    modules = {"_thread": _thread, "threading": threading}
+    return [(modules[m], name, getattr(modules[m], name)) for m, name in _THREAD_STARTS if hasattr(modules[m], name)]
+
+
+def _refuse_threads() -> list[tuple[types.ModuleType, str, object]]:
+    """Replace the thread-starting functions by refusing ones; what was there (to put back after a check)."""
+    before = _thread_starts()
+    refuse = _refuser(refusal("thread", "threading.Thread.start (a new thread: lesson 04's graded backward "
+                                        "runs in one thread)"))
+    for module, name, _ in before:
+        setattr(module, name, refuse)
+    return before
+
+
 # ------------------------------------------------------------------------------ the audit hook
 def _hook(paths: tuple[str, ...], imports: tuple[str, ...], armed: list | None):
     """An audit hook refusing what the module docstring lists; ``armed`` (a one-item list) switches it
@@ -260,6 +301,7 @@ class Scope:
         self._modules: list = []
         self._before = None
         self._switch = None
+        self._threads: list = []
 
     def __enter__(self):
         self._depth += 1
@@ -270,6 +312,7 @@ class Scope:
             self._modules = _register(self.ops) if self.ops else []
             for fn, _, stub in stubs:
                 fn.__code__ = stub
+            self._threads = _refuse_threads() if threads_refused(self.ops) else []
             self._switch[0] = True
         return self
 
@@ -277,6 +320,9 @@ class Scope:
         self._depth -= 1
         if self._depth == 0:
             self._switch[0] = False
+            for module, name, start in self._threads:
+                setattr(module, name, start)
+            self._threads = []
             for fn, code, _ in _stubs(self.targets):
                 fn.__code__ = code
             self._modules = []  # drops the registrations: the library computes again
@@ -291,7 +337,9 @@ def lock(ops: dict, targets=(), processes: bool = True) -> list[str]:
     Nothing that could undo it stays reachable from Python: the dispatcher registrations are owned
     by the C++ side only (their Python handles are leaked on purpose), the original code of the
     refused functions is dropped, the audit hook keeps only immutable values and is installed last
-    (it refuses ``ctypes`` and ``gc``), after the seccomp filter (``processes``).
+    (it refuses ``ctypes`` and ``gc``), after the seccomp filter (``processes``). Where
+    :func:`threads_refused`, the thread-starting functions are replaced (their originals dropped) and
+    the seccomp filter refuses new threads too.
     """
     import ctypes
 
@@ -301,10 +349,13 @@ def lock(ops: dict, targets=(), processes: bool = True) -> list[str]:
     for fn, _, stub in _stubs(tuple(sorted(targets))):
         fn.__code__ = stub
     _stubs_for.cache_clear()  # the original code objects go with the cache
+    threads = not threads_refused(ops)
+    if not threads:
+        _refuse_threads()
     if processes:
         from coursekit.grader.seccomp import install
 
-        reason = install()
+        reason = install(threads)
         if reason:
             notes.append(reason)
     sys.addaudithook(_hook(protected_paths(targets), refused_imports(targets), None))
