@@ -4,7 +4,10 @@ Each lock runs in a fresh Python (a lock lasts for the process's life): after ``
 library's normalization is refused in every thread, re-registering over the refusal does not bring
 the kernel back, the refused Python implementations cannot be restored, read or found, and no new
 process starts, not even below the audit hook (the seccomp filter); threads still run and honest
-tensor code still computes. A check's :class:`Scope` puts everything back when it ends.
+tensor code still computes. Where the tasks forbid every automatic differentiation (lesson 04's graded
+backward), no new thread starts either: the Python start functions refuse with a recognisable
+message, and a start function captured before the lock meets the seccomp filter; autograd's engine
+still runs in the kernel's own thread. A check's :class:`Scope` puts everything back when it ends.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import torch
 
 from coursekit.grader.guard import REFUSED, Scope
 from coursekit.grader.seccomp import program
-from coursekit.tasks._task import NORM_OPS, REFERENCE_NORM_WATCH, UPDATE_BN_WATCH
+from coursekit.tasks._task import AUTOGRAD_OPS, NORM_OPS, REFERENCE_NORM_WATCH, UPDATE_BN_WATCH
 
 _LOCKED = r"""
 import json, sys, threading, os, gc, types
@@ -110,6 +113,79 @@ def test_after_the_lock_honest_code_in_threads_still_computes(locked):
     assert locked["honest"] == "went through", locked
 
 
+_LOCKED_NO_THREADS = r"""
+import json, os, threading, _thread
+from concurrent.futures import ThreadPoolExecutor
+import torch
+from coursekit.grader import guard
+from coursekit.tasks._task import AUTOGRAD_OPS, NORM_OPS, REFERENCE_NORM_WATCH
+captured = _thread.start_new_thread
+notes = guard.lock(NORM_OPS | AUTOGRAD_OPS, REFERENCE_NORM_WATCH)
+out = {"notes": notes}
+
+def attempt(label, fn):
+    try:
+        fn()
+        out[label] = "went through"
+    except BaseException as exc:
+        out[label] = f"{type(exc).__name__}: {exc}"[:200]
+
+def engine():
+    x = torch.randn(6, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: (t - t.mean(0)) / t.std(0), (x,))
+
+def pool():
+    with ThreadPoolExecutor(1) as p:
+        p.submit(print).result()
+
+attempt("Thread.start", lambda: threading.Thread(target=print).start())
+attempt("thread pool", pool)
+attempt("_thread", lambda: _thread.start_new_thread(print, ()))
+attempt("captured before the lock", lambda: captured(print, ()))
+attempt("os.fork", lambda: os.fork())
+attempt("autograd in this thread", engine)
+out["threads"] = threading.active_count()
+print("RESULT" + json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def locked_no_threads():
+    r = subprocess.run([sys.executable, "-c", _LOCKED_NO_THREADS], capture_output=True, text=True, timeout=300)
+    assert "RESULT" in r.stdout, r.stderr[-2000:]
+    return json.loads(r.stdout.split("RESULT", 1)[1])
+
+
+@pytest.mark.parametrize("label", ["Thread.start", "thread pool", "_thread"])
+def test_a_lock_that_forbids_autodiff_refuses_a_new_thread_with_a_recognisable_message(locked_no_threads, label):
+    assert locked_no_threads[label].startswith("RuntimeError: " + REFUSED + " thread"), locked_no_threads
+
+
+def test_a_thread_start_captured_before_the_lock_is_refused_by_seccomp(locked_no_threads):
+    assert locked_no_threads["notes"] == [], locked_no_threads
+    assert locked_no_threads["captured before the lock"] == "RuntimeError: can't start new thread", locked_no_threads
+    assert locked_no_threads["threads"] == 1, locked_no_threads
+
+
+def test_a_lock_that_forbids_autodiff_still_runs_autograd_in_its_own_thread_and_refuses_processes(locked_no_threads):
+    assert locked_no_threads["autograd in this thread"] == "went through", locked_no_threads
+    assert REFUSED in locked_no_threads["os.fork"], locked_no_threads
+
+
+def test_a_scope_that_forbids_autodiff_refuses_threads_and_puts_them_back():
+    import threading
+
+    with pytest.raises(RuntimeError, match=REFUSED + " thread"), Scope(NORM_OPS | AUTOGRAD_OPS):
+        threading.Thread(target=print).start()
+    t = threading.Thread(target=print)
+    t.start()
+    t.join()
+    with Scope(NORM_OPS):  # the other lessons: threads stay allowed
+        t = threading.Thread(target=print)
+        t.start()
+        t.join()
+
+
 def test_a_scope_puts_the_library_back_when_it_ends():
     x = torch.randn(4, 3, 5)
     with pytest.raises(RuntimeError, match=REFUSED), Scope(NORM_OPS, REFERENCE_NORM_WATCH):
@@ -129,12 +205,42 @@ def test_a_scope_refuses_update_bn_captured_before_it_started():
     update_bn([torch.randn(4, 3)], model)
 
 
-def test_the_seccomp_program_jumps_inside_itself():
-    prog = program()
+@pytest.mark.parametrize("threads", [True, False])
+def test_the_seccomp_program_jumps_inside_itself(threads):
+    prog = program(threads)
     for i, (code, jt, jf, _k) in enumerate(prog):
         if code & 0x07 == 0x05:  # a jump: both targets inside the program
             assert i + 1 + jt < len(prog) and i + 1 + jf < len(prog)
     assert prog[-1][0] == 0x06  # ends with a return
+
+
+def _verdict(prog, nr: int, arg0: int = 0, arch: int = 0xC000003E) -> str:
+    """Run the classic-BPF program on one ``struct seccomp_data`` (nr, arch, args[0]): the verdict."""
+    data = {0: nr, 4: arch, 16: arg0 & 0xFFFFFFFF}
+    pc, acc = 0, 0
+    while True:
+        code, jt, jf, k = prog[pc]
+        if code == 0x20:  # ld [k]
+            acc = data[k]
+        elif code == 0x06:  # ret k
+            return {0x7FFF0000: "allow", 0x00050000 | 1: "EPERM", 0x00050000 | 38: "ENOSYS"}[k]
+        else:
+            taken = {0x15: acc == k, 0x35: acc >= k, 0x45: bool(acc & k)}[code]
+            pc += jt if taken else jf
+        pc += 1
+
+
+def test_the_seccomp_program_refuses_threads_only_when_asked():
+    clone, clone3, thread_flags, fork_flags = 56, 435, 0x3D0F00, 0x01200011  # glibc's pthread_create / fork
+    assert _verdict(program(), clone, thread_flags) == "allow"
+    assert _verdict(program(False), clone, thread_flags) == "EPERM"
+    for threads in (True, False):
+        prog = program(threads)
+        assert _verdict(prog, clone, fork_flags) == "EPERM"
+        assert _verdict(prog, clone3) == "ENOSYS"  # glibc falls back to clone
+        assert _verdict(prog, 57) == "EPERM" and _verdict(prog, 59) == "EPERM"  # fork, execve
+        assert _verdict(prog, 0) == "allow" and _verdict(prog, 56 | 0x40000000) == "EPERM"  # read, x32 clone
+        assert _verdict(prog, 56, thread_flags, arch=0x40000003) == "allow"  # not x86-64: not filtered
 
 
 def test_a_library_imported_after_a_check_is_still_refused_in_the_next_one():
