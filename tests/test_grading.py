@@ -252,3 +252,30 @@ def test_total_time_limit_times_out_the_remaining_tasks(tmp_path):
     r = grading.grade_notebook(sub, SOLUTIONS, timeout=30, total_timeout=0.5)
     assert r.error is None and r.score == 0
     assert set(_status(r).values()) == {"timeout"}
+
+
+def test_one_at_a_time_the_next_attempted_kernel_is_launched_ahead_in_its_own_sandbox(tmp_path, caplog, monkeypatch):
+    """``--jobs 1``, sandboxed: the next attempted submission's kernel is launched while the current one
+    runs (each submission still gets its own kernel and work directory), an untouched one gets none,
+    and the scores are those of grading each alone."""
+    import logging
+
+    from coursekit.grader import sandbox as sandbox_mod
+
+    if sandbox_mod.check() is not None:
+        pytest.skip(f"bubblewrap unusable here: {sandbox_mod.check()}")
+    subs = {"a": _solved_02(), "b": build_notebook(_solved_02()), "c": _with_answer("answer-channel_stats", "x = 1\n")}
+    for name, nb in subs.items():
+        (tmp_path / name).mkdir()
+        nbformat.write(nb, tmp_path / name / "02_bn_forward_exercises.ipynb")
+    scratch = tmp_path.parent / f"{tmp_path.name}-scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(grading.tempfile, "tempdir", str(scratch))  # where the work directories go
+    with caplog.at_level(logging.INFO, logger="coursekit.grader"):
+        results = grade_paths([tmp_path], SOLUTIONS, TIMEOUT, jobs=1, sandbox="require")
+    assert [r.score for r in results] == [2, 0, 1], [(r.notebook, r.tasks) for r in results]
+    ahead = [r.getMessage().split(": ", 1)[0] for r in caplog.records if "kernel launch (ahead)" in r.getMessage()]
+    assert ahead == [str(tmp_path / "c" / "02_bn_forward_exercises.ipynb")], ahead  # b is untouched
+    started = [r.getMessage() for r in caplog.records if "kernel start took" in r.getMessage()]
+    assert len(started) == 2 and len({m.split(": ", 1)[0] for m in started}) == 2
+    assert not list(scratch.iterdir())  # every work directory removed, the one launched ahead included

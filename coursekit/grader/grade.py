@@ -24,11 +24,13 @@ there as cell source.
 from __future__ import annotations
 
 import ast
+import functools
 import logging
 import multiprocessing
 import secrets
 import shutil
 import tempfile
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -98,6 +100,7 @@ class _Grading:
     answer_errors: dict[str, str] = field(default_factory=dict)  # task -> what its answer cell raised
     replay: list[_Cell] = field(default_factory=list)  # cells that ran to completion, replayed after a restart
     kernel: Kernel | None = None
+    on_ready: object = None  # called once the kernel is up (``grade_paths`` launches the next one then)
 
     def remaining(self) -> float:
         return self.started + self.total_timeout - time.monotonic()
@@ -139,26 +142,33 @@ def grade_notebook(path, solutions="solutions", timeout: float = 60.0, total_tim
     Returns:
         a ``NotebookResult``; if the file cannot be graded, one with ``error`` set and score 0.
     """
+    return _grade(path, solutions, timeout, total_timeout, seed, sandbox, data)
+
+
+def _grade(path, solutions, timeout: float, total_timeout: float, seed: int | None, sandbox: str, data,
+           ahead: _Workspace | None = None, on_ready=None) -> NotebookResult:
+    """``grade_notebook``, with the workspace launched ahead for this submission (``ahead``, by
+    ``grade_paths``) and ``on_ready`` called once this submission's kernel is up. A workspace that is
+    not used is closed, whatever happens."""
     path, solutions = Path(path), Path(solutions)
     started = time.monotonic()
     sandboxed, sandbox_desc = resolve_sandbox(sandbox)
-    exercise, early = None, None
+    exercise, early = None, ahead
     try:
-        with step(path, "read"):
-            nb = read_submission(path, data)
-        digest = trusted_digest(solutions)  # before any kernel of this submission exists
-        if _may_need_kernel(nb):  # launched now, it starts while the grader imports the judges (torch)
-            with step(path, "kernel launch"):
-                early = _Workspace(solutions, sandboxed)
-        with step(path, "identify"):
-            exercise = identify_exercise(nb, path)
-            instructor = instructor_notebook(exercise, solutions)
-    except GradingError as exc:  # the lesson when known: the assignment counts it as that exercise's notebook
-        if early is not None:
-            early.close()
-        return NotebookResult(str(path), 0, 0, lesson=exercise and exercise.lesson, error=str(exc))
-    g = _Grading(path, solutions, timeout, total_timeout, {t.name: t for t in exercise.tasks}, started)
-    try:
+        try:
+            with step(path, "read"):
+                nb = read_submission(path, data)
+            digest = trusted_digest(solutions)  # before any kernel of this submission runs a cell
+            if early is None and _may_need_kernel(nb):  # it starts while the grader loads the judges (torch)
+                with step(path, "kernel launch"):
+                    early = _Workspace(solutions, sandboxed)
+            with step(path, "identify"):
+                exercise = identify_exercise(nb, path)
+                instructor = instructor_notebook(exercise, solutions)
+        except GradingError as exc:  # the lesson when known: the assignment counts it as that exercise's notebook
+            return NotebookResult(str(path), 0, 0, lesson=exercise and exercise.lesson, error=str(exc))
+        g = _Grading(path, solutions, timeout, total_timeout, {t.name: t for t in exercise.tasks}, started,
+                     on_ready=on_ready)
         with using_language(_feedback_language(nb)):  # verdicts and hints in the notebook's language
             with step(path, "scan"):
                 answers = _scan(g, nb, instructor)
@@ -291,15 +301,32 @@ def _lock_cell(tasks) -> str:
 
 def _run_and_probe(g: _Grading, work: _Workspace, cells: list[_Cell], rng: np.random.Generator) -> None:
     """In the submission's workspace and kernel: run the cells, then probe every task still open."""
+    warm = threading.Thread(target=_warm_judges, daemon=True)
     try:
         g.kernel = work.kernel
         with step(g.path, "kernel start"):
             g.kernel.start()
+        if g.on_ready is not None:
+            g.on_ready()
+        warm.start()  # while the kernel imports torch, the grader is only waiting for it
         _run_cells(g, cells)
+        warm.join()
         _probe_all(g, rng, work.probe_root)
     finally:
         with step(g.path, "kernel stop"):
             work.close()
+
+
+def _warm_judges() -> None:
+    """What the judges load on first use, loaded ahead: the first backward with an explicit gradient
+    (the reference gradients of lessons 02-04) imports torch's symbolic-shapes module (~0.4 s)."""
+    try:
+        import torch
+
+        x = torch.ones(1, requires_grad=True)
+        (x * 1).backward(torch.ones(1))
+    except Exception:  # only a head start: the judge loads what it needs anyway
+        log.debug("warming the judges failed", exc_info=True)
 
 
 def _lost(status: str) -> str:
@@ -437,10 +464,10 @@ def _result(g: _Grading, exercise, sandbox_desc: str) -> NotebookResult:
                           lesson=exercise.lesson, seconds=round(time.monotonic() - g.started, 2), sandbox=sandbox_desc)
 
 
-def _grade_one(args) -> NotebookResult:
+def _grade_one(args, ahead: _Workspace | None = None, on_ready=None) -> NotebookResult:
     path, solutions, timeout, total, sandbox, data = args
     try:
-        return grade_notebook(path, solutions, timeout, total, sandbox=sandbox, data=data)
+        return _grade(path, solutions, timeout, total, None, sandbox, data, ahead, on_ready)
     except Exception as exc:  # a grader bug must not take the other submissions down
         log.exception("%s: internal grader error", path)
         return NotebookResult(str(path), 0, 0, error=f"internal grader error: {type(exc).__name__}: {exc}")
@@ -461,12 +488,41 @@ def grade_paths(paths, solutions="solutions", timeout: float = 60.0, total_timeo
     work = [(str(f), str(solutions), timeout, total_timeout, sandbox, blobs[str(f)]) for f in files]
     with progress_bar(len(work)) as bar:
         if jobs <= 1 or len(work) <= 1:
-            results = []
-            for w in work:
-                results.append(_grade_one(w))
-                bar.update()
-            return results
+            return _in_turn(work, bar)
         return _in_workers(work, jobs, bar)
+
+
+def _in_turn(work: list, bar) -> list[NotebookResult]:
+    """``_grade_one`` over ``work``, one after the other. Sandboxed, the next submission's kernel is
+    launched as soon as the current one's is up, so it starts (and loads torch) while the current one
+    runs: each submission still gets a kernel and a sandbox of its own. (Unsandboxed, a kernel could
+    change the trusted files while the next one is launched, before its digest: no launch ahead.)"""
+    ahead: dict[int, _Workspace] = {}
+
+    def launch_next(i: int) -> None:
+        """Launch the kernel of the first submission after ``i`` that will need one."""
+        for j in range(i + 1, len(work)):
+            path, solutions, _, _, sandbox, data = work[j]
+            sandboxed = resolve_sandbox(sandbox)[0]
+            try:
+                if sandboxed is None or not _may_need_kernel(read_submission(Path(path), data)):
+                    continue
+            except GradingError:  # its own grading says what is wrong with it
+                continue
+            if j not in ahead:
+                with step(path, "kernel launch (ahead)"):
+                    ahead[j] = _Workspace(Path(solutions), sandboxed)
+            return
+
+    results = []
+    try:
+        for i, w in enumerate(work):
+            results.append(_grade_one(w, ahead.pop(i, None), functools.partial(launch_next, i)))
+            bar.update()
+    finally:
+        for left in ahead.values():
+            left.close()
+    return results
 
 
 def _in_workers(work: list, jobs: int, bar) -> list[NotebookResult]:

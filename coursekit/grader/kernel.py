@@ -31,6 +31,12 @@ KERNEL_ENV = {"PATH", "USER", "LANG", "LC_ALL", "LC_CTYPE", "PYTHONPATH", "VIRTU
 MAX_MESSAGE = 32 * 2**20  # bytes per ZeroMQ message from the kernel
 _STARTUP_TIMEOUT = 120.0  # seconds for a kernel to answer kernel_info (a loaded machine)
 _POLL = 0.5  # seconds between liveness checks while a cell runs
+_PRELOAD = "import torch as _coursekit_preload; del _coursekit_preload"
+_IDLE_GRACE = 2.0  # seconds to wait for a cell's idle status after its reply has arrived
+
+
+def _error_text(content: dict) -> str:
+    return f"{str(content.get('ename'))[:100]}: {str(content.get('evalue'))[:300]}"
 
 log = logging.getLogger("coursekit.grader")
 
@@ -89,7 +95,10 @@ class Kernel:
         from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
         from jupyter_client.manager import KernelManager
 
-        argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+        # torch loads while the kernel starts, before it answers: a kernel launched ahead (``grade_paths``)
+        # does it while another submission runs; nothing of it stays in the learner's namespace
+        argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}",
+                f"--IPKernelApp.exec_lines={_PRELOAD}"]
         if self.sandbox is not None:
             argv = self.sandbox.wrap(argv, writable=[self.work], hidden=self.hidden, cwd=self.cwd)
 
@@ -127,8 +136,10 @@ class Kernel:
     def run(self, source: str, timeout: float) -> tuple[str, str]:
         """Run one cell: ``("ok" | "error" | "timeout" | "dead", message)``.
 
-        Every message the cell publishes is read and dropped but an error's name and message; the
-        cell is over when the kernel reports itself idle for it.
+        Every message the cell publishes is read and dropped but an error's name and message. The cell
+        is over when the kernel reports itself idle for it; ZeroMQ drops published messages a slow
+        reader did not take (a cell printing without end), so once the cell's reply has come, the idle
+        status is awaited ``_IDLE_GRACE`` seconds at most and the reply's status decides.
         """
         client = self.client
         limit = max(1, int(timeout + 0.999))
@@ -137,25 +148,41 @@ class Kernel:
             msg_id = client.execute(source, store_history=False, allow_stdin=False, stop_on_error=False)
         except Exception as exc:  # the channels are gone: the kernel went away
             return "dead" if not self.alive() else "error", f"{type(exc).__name__}: {str(exc)[:300]}"
-        error = None
+        error, reply, replied_at = None, None, None
         while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
+            now = time.monotonic()
+            if now >= deadline:
                 return "timeout", f"time limit of {limit} s exceeded"
+            if replied_at is not None and now - replied_at > _IDLE_GRACE:
+                break
             try:
-                msg = client.get_iopub_msg(timeout=min(left, _POLL))
+                msg = client.get_iopub_msg(timeout=min(deadline - now, _POLL))
             except queue.Empty:
-                if not self.alive():
+                if reply is None:
+                    reply = self._reply(msg_id)
+                    replied_at = time.monotonic() if reply is not None else None
+                if reply is None and not self.alive():
                     return "dead", "the kernel died (the code exited or crashed the Python process)"
                 continue
             if msg.get("parent_header", {}).get("msg_id") != msg_id:
                 continue
             kind, content = msg.get("msg_type"), msg.get("content", {})
             if kind == "error" and error is None:
-                error = f"{str(content.get('ename'))[:100]}: {str(content.get('evalue'))[:300]}"
+                error = _error_text(content)
             elif kind == "status" and content.get("execution_state") == "idle":
                 break
+        if error is None and reply is not None and reply.get("status") == "error":
+            error = _error_text(reply)
         return ("error", error) if error is not None else ("ok", "")
+
+    def _reply(self, msg_id: str) -> dict | None:
+        """The content of the cell's ``execute_reply`` if it has arrived (replies to earlier cells are dropped)."""
+        channel = self.client.shell_channel
+        while channel.msg_ready():
+            msg = channel.get_msg(timeout=0)
+            if msg.get("parent_header", {}).get("msg_id") == msg_id:
+                return msg.get("content", {})
+        return None
 
     def alive(self) -> bool:
         return self.manager is not None and bool(self.manager.is_alive())
