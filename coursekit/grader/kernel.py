@@ -42,7 +42,7 @@ log = logging.getLogger("coursekit.grader")
 
 
 class Kernel:
-    """A fresh IPython kernel of the current Python, driven through nbclient, one cell at a time.
+    """A fresh IPython kernel of the current Python, driven through jupyter_client, one cell at a time.
 
     Args:
         cwd: the kernel's working directory; its parent is the submission's private work directory
