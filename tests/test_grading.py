@@ -268,8 +268,7 @@ def test_one_at_a_time_the_next_attempted_kernel_is_launched_ahead_in_its_own_sa
     for name, nb in subs.items():
         (tmp_path / name).mkdir()
         nbformat.write(nb, tmp_path / name / "02_bn_forward_exercises.ipynb")
-    scratch = tmp_path.parent / f"{tmp_path.name}-scratch"
-    scratch.mkdir()
+    scratch = Path(grading.tempfile.mkdtemp(prefix="ck-ahead-"))  # short: kernels' IPC socket paths live there
     monkeypatch.setattr(grading.tempfile, "tempdir", str(scratch))  # where the work directories go
     with caplog.at_level(logging.INFO, logger="coursekit.grader"):
         results = grade_paths([tmp_path], SOLUTIONS, TIMEOUT, jobs=1, sandbox="require")
@@ -278,4 +277,6 @@ def test_one_at_a_time_the_next_attempted_kernel_is_launched_ahead_in_its_own_sa
     assert ahead == [str(tmp_path / "c" / "02_bn_forward_exercises.ipynb")], ahead  # b is untouched
     started = [r.getMessage() for r in caplog.records if "kernel start took" in r.getMessage()]
     assert len(started) == 2 and len({m.split(": ", 1)[0] for m in started}) == 2
-    assert not list(scratch.iterdir())  # every work directory removed, the one launched ahead included
+    left = list(scratch.iterdir())
+    shutil.rmtree(scratch)
+    assert not left  # every work directory removed, the one launched ahead included
