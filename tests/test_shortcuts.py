@@ -3,13 +3,15 @@
 The catalogue's shortcuts (``wrong_answers.SHORTCUTS``: the library reached from another thread or
 process, with the dispatch record switched off or edited, through operators a typed list missed,
 through PyTorch's Python decompositions, copied at run time from a code object or from source read
-from disk, differentiated by forward-mode AD or by autograd inside the backward) hide every name
+from disk, differentiated by forward-mode AD or by autograd inside the backward, in this thread or
+another) hide every name
 from the static scan. ``tests/test_tasks.py`` proves each fails the check and the grader's judge
 alike; here:
 
 * the catalogue covers every class of shortcut in every lesson it applies to;
 * with the run-time guard removed (and the operator list typed as it was), each one passes the
-  check: the tests can fail, and the guard is what stops them;
+  check: the tests can fail, and the guard is what stops them; autograd's engine run in another
+  thread passes with every layer but the thread refusal;
 * real ``coursekit grade --sandbox require`` runs of notebooks mixing shortcuts and honest answers:
   the shortcuts earn 0, the honest answers beside them keep their points;
 * the lists are derived: every operator that ``F.*``/``nn.*`` normalizations reach is refused.
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import re
 import shutil
 
 import nbformat
@@ -48,7 +51,7 @@ def test_every_class_of_shortcut_is_in_the_catalogue_for_every_lesson_it_applies
     assert {"thread", "process"} <= set.intersection(*by_lesson.values())
     assert {"record off", "record edited", "unlisted op", "decomposition", "copied code", "source exec",
             "library normalization"} <= by_lesson["02"]
-    assert {"forward AD", "nested autograd", "decomposition"} <= by_lesson["04"]
+    assert {"forward AD", "nested autograd", "autograd in a thread", "decomposition"} <= by_lesson["04"]
     assert {"copied code", "source exec", "decomposition"} <= by_lesson["05"]
     assert {"copied code", "source exec"} <= by_lesson["06"] & by_lesson["07"]
 
@@ -63,30 +66,58 @@ def test_without_the_guard_the_shortcut_passes_the_check(task_name, name):
     assert result.passed, str(result)
 
 
+THREADED_AUTOGRAD = [(t, n) for t, n in ENTRIES if SHORTCUTS[t][n] == "autograd in a thread"]
+
+
+@pytest.mark.parametrize("task_name,name", THREADED_AUTOGRAD, ids=[f"{t}-{n}" for t, n in THREADED_AUTOGRAD])
+def test_autograd_in_a_thread_passes_every_layer_but_the_thread_refusal(task_name, name, monkeypatch):
+    """The task as it is, the guard armed, threads allowed: the per-thread autograd record misses it."""
+    import coursekit.grader.guard as guard
+
+    task = task_named(task_name)
+    assert run_check(task, WRONG[task_name][name]).hint.startswith("do not call threading.Thread.start")
+    monkeypatch.setattr(guard, "threads_refused", lambda ops: False)
+    assert run_check(task, WRONG[task_name][name]).passed
+
+
 # ------------------------------------------------------------------------------ real grading
 _HELPERS = ("_dims", "_v", "_bn", "_lib", "_in_thread", "_in_fork", "_bn_lib", "_stats_lib", "_copied",
             "_source_exec", "_x_from_cache", "_update_bn", "_fusion", "_bn_decomp_backward", "_evading", "_direct",
             "_running_stats_by_library")
-_HEADER = "import copy\nimport types\n\nimport torch\nimport torch.nn.functional as F\nfrom torch import nn\n\n"
+_HEADER = ("import copy", "import types", "import torch", "import torch.nn.functional as F", "from torch import nn")
+
+
+def _with_helpers(body: str) -> str:
+    """``body`` after the imports and catalogue helpers it reaches (no more: the static scan reads the whole
+    cell, and an unused helper's names would fail it before the run-time guard is reached)."""
+    chosen, todo = set(), [body]
+    while todo:
+        text = todo.pop()
+        for h in _HELPERS:
+            if h not in chosen and re.search(rf"\b{h}\b", text):
+                chosen.add(h)
+                todo.append(inspect.getsource(getattr(W, h)))
+    helpers = "\n\n".join(inspect.getsource(getattr(W, h)) for h in _HELPERS if h in chosen)
+    code = helpers + "\n\n" + body
+    imports = [line for line in _HEADER if re.search(rf"\b{line.split()[-1]}\b", code)]
+    return "\n".join(imports) + "\n\n" + code
 
 
 def answer_source(task_name: str, name: str) -> str:
     """The shortcut as a learner's answer cell: the catalogue's code with its helpers, under the task's name."""
     obj = WRONG[task_name][name]
-    helpers = "\n\n".join(inspect.getsource(getattr(W, h)) for h in _HELPERS)
     if name in W.EVADING and task_name == "batch_norm_train":
         forward, run = W.EVADING[name]
         parts = {inspect.getsource(f) for f in (forward, run)}
-        return (_HEADER + helpers + "\n\n" + "\n\n".join(sorted(parts)) + "\n\n"
-                f"def batch_norm_train(x, gamma, beta, eps=1e-5):\n"
-                f"    return _evading({forward.__name__}, {run.__name__})(x, gamma, beta, eps)\n")
+        return _with_helpers("\n\n".join(sorted(parts)) + "\n\n"
+                             f"def batch_norm_train(x, gamma, beta, eps=1e-5):\n"
+                             f"    return _evading({forward.__name__}, {run.__name__})(x, gamma, beta, eps)\n")
     src = inspect.getsource(obj)
     if isinstance(obj, type):
         base = inspect.getsource(W._BN2d) + "\n\n" if issubclass(obj, W._BN2d) else ""
-        return _HEADER + helpers + "\n\n" + base + src + f"\n\n{task_name} = {obj.__name__}\n"
+        return _with_helpers(base + src + f"\n\n{task_name} = {obj.__name__}\n")
     lines = [ln for ln in src.splitlines() if not ln.startswith("@")]
-    body = "\n".join(lines).replace("def _(", f"def {task_name}(", 1)
-    return _HEADER + helpers + "\n\n" + body + "\n"
+    return _with_helpers("\n".join(lines).replace("def _(", f"def {task_name}(", 1) + "\n")
 
 
 # one notebook per row: these answers replace the solution's; every other task keeps its honest answer
@@ -101,6 +132,10 @@ SUBMISSIONS = {
                                          "BatchNormFunction": "library_in_a_thread"}),
     "04b": ("04_bn_backward_exercises", {"batch_norm_backward": "forward_mode_ad",
                                          "BatchNormFunction": "autograd_of_own_forward"}),
+    "04c": ("04_bn_backward_exercises", {"batch_norm_backward": "autograd_engine_in_a_thread",
+                                         "BatchNormFunction": "autograd_engine_in_a_thread"}),
+    "04d": ("04_bn_backward_exercises", {"BatchNormFunction": "autograd_engine_in_a_thread"}),
+    "04e": ("04_bn_backward_exercises", {}),  # both answers keep their points in a thread-refusing kernel
     "05": ("05_normalization_family_exercises", {"layer_norm": "reference_source_exec",
                                                  "group_norm": "torch_refs_code_copied"}),
     "06": ("06_pitfalls_exercises", {"recalibrate": "update_bn_code_copied"}),
@@ -145,6 +180,8 @@ def test_a_graded_shortcut_is_told_what_it_called(graded):
     assert "F.batch_norm" in graded["02d"]["batch_norm_train"].message
     assert "another process" in graded["02a"]["channel_stats"].message
     assert "torch._refs.native_group_norm" in graded["05"]["group_norm"].message
+    assert "threading.Thread.start" in graded["04c"]["batch_norm_backward"].message
+    assert "threading.Thread.start" in graded["04d"]["BatchNormFunction"].message
 
 
 # ------------------------------------------------------------------------------ derived lists
