@@ -1530,7 +1530,8 @@ def _(dy, cache):
     return tuple(out)
 
 
-@_shortcut("batch_norm_backward", "backward_kernel_in_a_thread", "thread", "do not call the library's batch-norm")
+# in lesson 04 the thread start is refused first (no threads in its graded backward)
+@_shortcut("batch_norm_backward", "backward_kernel_in_a_thread", "thread", "do not call threading.Thread.start")
 def _(dy, cache):
     x_hat, inv_std, gamma = cache
     op = getattr(torch.ops.aten, "native_batch" + "_norm_backward")
@@ -1586,7 +1587,7 @@ class _FunctionInAThread(torch.autograd.Function):
         return (*_in_thread(work), None)
 
 
-_shortcut("BatchNormFunction", "library_in_a_thread", "thread", "do not call F.batch_norm")(_FunctionInAThread)
+_shortcut("BatchNormFunction", "library_in_a_thread", "thread", "do not call threading.Thread.start")(_FunctionInAThread)
 
 
 class _AutogradOfOwnForward(torch.autograd.Function):
