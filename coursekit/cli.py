@@ -31,6 +31,13 @@ def run(args: argparse.Namespace) -> int:
 
     report = environment_report()
     print(report)
+    if report.versions.get("torch"):
+        # the grader's native layer (hand-called autograd nodes, lesson 04), built here once so a
+        # check never compiles; without a compiler only the grader's report says it is missing
+        from coursekit.grader.handcalls import library
+
+        path, why = library()
+        print(f"grader layer  {'native library for hand-called autograd nodes: ' + str(path) if path else why}")
     return 0 if report.ok else 1
 
 

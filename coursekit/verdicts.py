@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from coursekit.i18n import _
 
 __all__ = ["Feedback", "STATIC_CASE", "case_label", "case_summary", "with_summary", "with_hint", "hint_text",
-           "static_feedback", "unusable", "returned"]
+           "static_feedback", "unusable", "returned", "hand_call", "HAND_CALL_HINT"]
 
 STATIC_CASE = "the source of your answer"
 """Where a static-scan finding is reported (in place of a failing case)."""
@@ -102,6 +102,15 @@ def static_feedback(found: Sequence[str], autograd_names: Collection[str]) -> Fe
         hint = f"do not use {first}: the task is to re-implement it"
     message = _("uses {names}: the task asks you to implement it yourself").format(names=", ".join(found))
     return Feedback("fail", message, STATIC_CASE, hint)
+
+
+HAND_CALL_HINT = "write the backward yourself: calling grad_fn by hand is automatic differentiation"
+
+
+def hand_call(node: str) -> str:
+    """``"called an autograd node by hand (MulBackward0)"``: what the check's count or the grader's stopped
+    kernel (``coursekit.grader.handcalls``) reports; its hint is :data:`HAND_CALL_HINT`."""
+    return _("called an autograd node by hand ({node})").format(node=node)
 
 
 def unusable(what: str, exc: BaseException | str) -> str:

@@ -51,10 +51,11 @@ def test_setup_notebook_seeds_and_sets_threads():
 
 
 def test_only_the_subcommand_used_is_imported():
-    """`coursekit doctor` imports neither the builder nor the grader; `coursekit build --help` imports the builder only."""
+    """`coursekit doctor` imports neither the builder nor the grading code (only the grader's native-layer
+    builder, ``coursekit.grader.handcalls``); `coursekit build --help` imports the builder only."""
     probe = ("import contextlib, sys\nfrom coursekit import cli\n"
              "with contextlib.suppress(SystemExit):\n    cli.main(sys.argv[1:])\n"
-             "print(sorted(m for m in sys.modules if m in ('coursekit.build', 'coursekit.grader')))")
+             "print(sorted(m for m in sys.modules if m in ('coursekit.build', 'coursekit.grader.grade')))")
     done = subprocess.run([sys.executable, "-c", probe, "doctor"], capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.splitlines()[-1] == "[]", done.stdout + done.stderr
     done = subprocess.run([sys.executable, "-c", probe, "build", "--help"], capture_output=True, text=True)

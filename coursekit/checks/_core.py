@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from coursekit.grader import handcalls
 from coursekit.i18n import _
 from coursekit.tasks._task import AUTOGRAD_NAMES
 from coursekit.verdicts import case_label, case_summary, hint_text, static_feedback, with_hint
@@ -139,22 +140,39 @@ def run_cases(task, namespace: dict, cases, guard: bool = True) -> list:
     operators are recorded (what the tests use to show that a shortcut needs the guard to fail).
     """
     from coursekit.grader import in_kernel
-    from coursekit.grader.guard import Scope
+    from coursekit.grader.guard import Scope, refusal
 
     ns = dict(vars(in_kernel))
     ns.update(namespace)
     exec(compile(task.body, f"<coursekit-body-{task.name}>", "exec"), ns)
     scope = Scope(task.forbidden_ops, task.watch)
+    counting = guard and (task.forbid_autograd or task.forbid_nested_autograd) and _count_hand_calls()
     results = []
     with scope if guard else contextlib.nullcontext():
         for case in cases:
+            before = handcalls.hand_calls() if counting else 0
             res = in_kernel._coursekit_run_case(ns["_coursekit_body"], _plain_json(case.params), case.arrays)
             res["meta"] = _plain_json(res["meta"])  # as the grader reads it back from JSON
             res["error"] = _plain_json(res["error"])
+            if counting and handcalls.hand_calls() > before:
+                res["hand_call"] = handcalls.last()
             results.append(res)
+    if counting:
+        handcalls.disarm()
     for res in results:  # noticed after the fact (a child process): every case ran with it
-        res["refused"] = list(scope.refused)
+        res["refused"] = list(scope.refused) + ([refusal("autograd", res.pop("hand_call"))] if "hand_call" in res else [])
     return results
+
+
+def _count_hand_calls() -> bool:
+    """Count autograd nodes called by hand, when the native layer is built already (``coursekit doctor``
+    builds it; a check never compiles). Advisory, as the whole check: the learner's code can reach this
+    count; the grader's kernel is stopped at a hand call instead."""
+    library = handcalls.cached()
+    if library is None:
+        return False
+    handcalls.arm(library, handcalls.COUNT)
+    return True
 
 
 def run_check(task, obj, guard: bool = True) -> CheckResult:

@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 import coursekit
+from coursekit.grader import handcalls
 from coursekit.grader.bounded import OutputError, load_json, load_npz, new_dir, save_npz, write_json
 from coursekit.grader.intake import (
     answer_sources,
@@ -57,7 +58,7 @@ from coursekit.grader.results import GradingError, NotebookResult, TaskResult
 from coursekit.grader.sandbox import resolve as resolve_sandbox
 from coursekit.grader.scan import defined_and_used, forbidden_uses, parse, with_helpers
 from coursekit.i18n import DEFAULT_LANGUAGE, notebook_language, using_language
-from coursekit.verdicts import Feedback, case_label, hint_text, static_feedback, unusable, with_summary
+from coursekit.verdicts import HAND_CALL_HINT, Feedback, case_label, hand_call, hint_text, static_feedback, unusable, with_summary
 
 __all__ = ["grade_notebook", "grade_paths"]
 
@@ -101,6 +102,8 @@ class _Grading:
     replay: list[_Cell] = field(default_factory=list)  # cells that ran to completion, replayed after a restart
     kernel: Kernel | None = None
     on_ready: object = None  # called once the kernel is up (``grade_paths`` launches the next one then)
+    marker: Path | None = None  # where the native layer names a node called by hand before stopping the kernel
+    notes: list[str] = field(default_factory=list)  # a layer that could not be armed, for the report
 
     def remaining(self) -> float:
         return self.started + self.total_timeout - time.monotonic()
@@ -173,9 +176,9 @@ def _grade(path, solutions, timeout: float, total_timeout: float, seed: int | No
             with step(path, "scan"):
                 answers = _scan(g, nb, instructor)
             if g.pending():  # else nothing to run: no kernel at all
-                with step(path, "assemble"):
-                    cells = _assemble(g, instructor, answers)
                 work, early = early or _Workspace(solutions, sandboxed), None
+                with step(path, "assemble"):
+                    cells = _assemble(g, instructor, answers, work)
                 _run_and_probe(g, work, cells, np.random.default_rng(secrets.randbits(128) if seed is None else seed))
     finally:
         if early is not None:  # launched for a notebook that turned out to need no kernel
@@ -184,7 +187,7 @@ def _grade(path, solutions, timeout: float, total_timeout: float, seed: int | No
         untrusted, sandbox_desc = _verify_trusted(digest, solutions, sandboxed, sandbox_desc)
     if untrusted:
         return NotebookResult(str(path), 0, 0, error=untrusted, sandbox=sandbox_desc)
-    return _result(g, exercise, sandbox_desc)
+    return _result(g, exercise, "; ".join([sandbox_desc, *g.notes]))
 
 
 def _may_need_kernel(nb) -> bool:
@@ -260,7 +263,7 @@ def _forbidden_found(answers: dict[str, str], task) -> list[str]:
     return sorted({name for src in sources for name in forbidden_uses(src, task.forbidden_names, own)})
 
 
-def _assemble(g: _Grading, instructor, answers: dict[str, str]) -> list[_Cell]:
+def _assemble(g: _Grading, instructor, answers: dict[str, str], work: _Workspace) -> list[_Cell]:
     """The cells the kernel runs: the instructor's, minus checks, with the learner's answers in place.
 
     First the code the probes use (``in_kernel.py``): it captures its I/O functions before any
@@ -268,7 +271,7 @@ def _assemble(g: _Grading, instructor, answers: dict[str, str]) -> list[_Cell]:
     (``coursekit.grader.guard``): what the notebook's tasks forbid is refused for the kernel's life.
     """
     cells = [_Cell("harness", _HARNESS.read_text())]
-    lock = _Cell("lock", _lock_cell(g.tasks.values()))
+    lock = _Cell("lock", _lock_cell(g, work))
     for c in instructor.cells:
         cid = c.get("id", "")
         if c.cell_type != "code" or cid.startswith("check-"):
@@ -291,12 +294,27 @@ def _calls_learner_code(source: str, tasks: dict) -> bool:
     return tree is not None and bool({n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} & set(tasks))
 
 
-def _lock_cell(tasks) -> str:
-    """The cell that arms ``coursekit.grader.guard.lock`` with the union of what the tasks forbid."""
+def _lock_cell(g: _Grading, work: _Workspace) -> str:
+    """The cell that arms ``coursekit.grader.guard.lock`` with the union of what the tasks forbid; where a
+    task forbids autograd, first the native refusal of hand-called nodes (``coursekit.grader.handcalls``,
+    copied into the workspace: the sandbox hides the grader's home), or a note saying why it is missing."""
+    tasks = g.tasks.values()
     ops = {op: what for t in tasks for op, what in t.forbidden_ops.items()}
     targets = sorted({w for t in tasks for w in t.watch})
-    return (f"import coursekit.grader.guard as _coursekit_guard\n_coursekit_guard.lock({ops!r}, {targets!r})\n"
-            "del _coursekit_guard\n")
+    source = ""
+    if any(t.forbid_autograd or t.forbid_nested_autograd for t in tasks):
+        library, why = handcalls.library()
+        if library is None:
+            g.notes.append(why)
+        else:
+            copy = work.dir / "handcalls.so"
+            shutil.copyfile(library, copy)
+            g.marker = work.dir / "handcall"
+            source = ("import coursekit.grader.handcalls as _coursekit_handcalls\n"
+                      f"_coursekit_handcalls.arm({str(copy)!r}, _coursekit_handcalls.STOP, {str(g.marker)!r})\n"
+                      "del _coursekit_handcalls\n")
+    return source + (f"import coursekit.grader.guard as _coursekit_guard\n_coursekit_guard.lock({ops!r}, {targets!r})\n"
+                     "del _coursekit_guard\n")
 
 
 def _run_and_probe(g: _Grading, work: _Workspace, cells: list[_Cell], rng: np.random.Generator) -> None:
@@ -383,13 +401,28 @@ def _probe(g: _Grading, task, rng: np.random.Generator, probe_root: Path) -> Fee
     with step(g.path, f"probe {task.name}"):
         status, msg = g.kernel.run(cell.source, g.limit(cell))
     if status in ("timeout", "dead"):
+        refused = _hand_call(g)
         _restart(g)
-        return Feedback(_lost(status), msg)
+        return refused or Feedback(_lost(status), msg)
     with step(g.path, f"judge {task.name}"):
         feedback = _judge_outputs(task_dir, task, cases)
     if feedback.status == "error" and task.name in g.answer_errors:
         feedback = replace(feedback, message=f"the answer cell raised {g.answer_errors[task.name]}")
     return feedback
+
+
+def _hand_call(g: _Grading) -> Feedback | None:
+    """The verdict when the native layer stopped the kernel at an autograd node called by hand (the node's
+    name in the marker file); None otherwise. The kernel can write the marker itself, but only ever to
+    fail a task it has already lost."""
+    if g.marker is None or not g.marker.is_file():
+        return None
+    try:
+        node = g.marker.read_text(errors="replace")[:100].strip() or "?"
+        g.marker.unlink()
+    except OSError:
+        node = "?"
+    return Feedback("fail", hand_call(node), hint=HAND_CALL_HINT)
 
 
 def _write_inputs(task_dir: Path, cases) -> None:

@@ -52,13 +52,14 @@ def gradescope_report(grade: LearnerGrade, note: str = "") -> dict:
 
 SETUP_SH = r"""#!/usr/bin/env bash
 # Gradescope runs this once, as root, when it builds the autograder image (its default Ubuntu 22.04
-# with Python 3.10, or a newer one). Installs bubblewrap (the sandbox of every learner's kernel) and
-# the course's pinned environment in /autograder/venv (the constraints hold pins for each Python).
+# with Python 3.10, or a newer one). Installs bubblewrap (the sandbox of every learner's kernel), g++
+# (the grader's native layer, built once by `coursekit doctor`) and the course's pinned environment
+# in /autograder/venv (the constraints hold pins for each Python).
 set -euo pipefail
 cd "$(dirname "$0")"
 export DEBIAN_FRONTEND=noninteractive PIP_DISABLE_PIP_VERSION_CHECK=1
 apt-get update -qq
-apt-get install -y -qq --no-install-recommends bubblewrap python3 python3-venv python3-pip
+apt-get install -y -qq --no-install-recommends bubblewrap g++ python3 python3-venv python3-pip
 python3 -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else
     "coursekit needs Python >= 3.10 (got %s): choose a newer base image" % sys.version.split()[0])'
 python3 -m venv /autograder/venv

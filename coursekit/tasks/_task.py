@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from coursekit.kernel_side.outputs import Outputs
+from coursekit.verdicts import HAND_CALL_HINT, hand_call
 
 from ._kernel_source import kernel_body
 from ._library import AUTOGRAD_OPS, describe_op, norm_implementations, norm_ops, reference_implementations
@@ -328,6 +329,8 @@ def refused_verdict(result: dict) -> Verdict | None:
         if kind == "process":
             return Verdict("fail", f"started another process ({what})",
                            hint="compute in this process: no fork, subprocess or multiprocessing inside your code")
+        if kind == "autograd":  # an autograd node called by hand (coursekit.grader.handcalls)
+            return Verdict("fail", hand_call(what), hint=HAND_CALL_HINT)
         if kind == "access":
             return Verdict("fail", f"reached for the library's code ({what})",
                            hint="write the computation yourself: copying the library's code at run time is calling it")
