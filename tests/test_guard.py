@@ -23,6 +23,16 @@ from coursekit.grader.guard import REFUSED, Scope
 from coursekit.grader.seccomp import program
 from coursekit.tasks._task import AUTOGRAD_OPS, NORM_OPS, REFERENCE_NORM_WATCH, UPDATE_BN_WATCH
 
+# each script records what every attempt did in ``out``, printed as JSON after "RESULT"
+_ATTEMPT = r"""
+def attempt(label, fn):
+    try:
+        fn()
+        out[label] = "went through"
+    except BaseException as exc:
+        out[label] = f"{type(exc).__name__}: {exc}"[:200]
+"""
+
 _LOCKED = r"""
 import json, sys, threading, os, gc, types
 import torch, torch.nn.functional as F
@@ -35,13 +45,7 @@ notes = guard.lock(NORM_OPS, REFERENCE_NORM_WATCH)
 x = torch.randn(4, 3, 5)
 out = {"notes": notes}
 
-def attempt(label, fn):
-    try:
-        fn()
-        out[label] = "went through"
-    except BaseException as exc:
-        out[label] = f"{type(exc).__name__}: {exc}"[:200]
-
+{attempt}
 def in_thread():
     r = {}
     t = threading.Thread(target=lambda: r.setdefault("y", F.batch_norm(x, None, None, training=True)))
@@ -86,11 +90,17 @@ print("RESULT" + json.dumps(out))
 """
 
 
-@pytest.fixture(scope="module")
-def locked():
-    r = subprocess.run([sys.executable, "-c", _LOCKED], capture_output=True, text=True, timeout=300)
+def _run(script: str) -> dict:
+    """Run a lock script in a fresh Python (a lock lasts for the process's life): what each attempt did."""
+    r = subprocess.run([sys.executable, "-c", script.replace("{attempt}", _ATTEMPT)], capture_output=True, text=True,
+                       timeout=300)
     assert "RESULT" in r.stdout, r.stderr[-2000:]
     return json.loads(r.stdout.split("RESULT", 1)[1])
+
+
+@pytest.fixture(scope="module")
+def locked():
+    return _run(_LOCKED)
 
 
 @pytest.mark.parametrize("label", ["F.batch_norm", "torch._refs", "reference", "code restored", "source read", "gc",
@@ -123,13 +133,7 @@ captured = _thread.start_new_thread
 notes = guard.lock(NORM_OPS | AUTOGRAD_OPS, REFERENCE_NORM_WATCH)
 out = {"notes": notes}
 
-def attempt(label, fn):
-    try:
-        fn()
-        out[label] = "went through"
-    except BaseException as exc:
-        out[label] = f"{type(exc).__name__}: {exc}"[:200]
-
+{attempt}
 def engine():
     x = torch.randn(6, 3, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda t: (t - t.mean(0)) / t.std(0), (x,))
@@ -151,9 +155,7 @@ print("RESULT" + json.dumps(out))
 
 @pytest.fixture(scope="module")
 def locked_no_threads():
-    r = subprocess.run([sys.executable, "-c", _LOCKED_NO_THREADS], capture_output=True, text=True, timeout=300)
-    assert "RESULT" in r.stdout, r.stderr[-2000:]
-    return json.loads(r.stdout.split("RESULT", 1)[1])
+    return _run(_LOCKED_NO_THREADS)
 
 
 @pytest.mark.parametrize("label", ["Thread.start", "thread pool", "_thread"])

@@ -83,21 +83,22 @@ def test_autograd_in_a_thread_passes_every_layer_but_the_thread_refusal(task_nam
 # ------------------------------------------------------------------------------ real grading
 _HELPERS = ("_dims", "_v", "_bn", "_lib", "_in_thread", "_in_fork", "_bn_lib", "_stats_lib", "_copied",
             "_source_exec", "_x_from_cache", "_update_bn", "_fusion", "_bn_decomp_backward", "_evading", "_direct",
-            "_running_stats_by_library")
+            "_running_stats_by_library", "_AutogradOfOwnForward", "_autograd_of", "_pool")
 _HEADER = ("import copy", "import types", "import torch", "import torch.nn.functional as F", "from torch import nn")
 
 
 def _with_helpers(body: str) -> str:
     """``body`` after the imports and catalogue helpers it reaches (no more: the static scan reads the whole
     cell, and an unused helper's names would fail it before the run-time guard is reached)."""
-    chosen, todo = set(), [body]
+    defined = {h for h in _HELPERS if re.search(rf"^(def|class) {h}\b", body, re.M)}
+    chosen, todo = set(defined), [body]
     while todo:
         text = todo.pop()
         for h in _HELPERS:
             if h not in chosen and re.search(rf"\b{h}\b", text):
                 chosen.add(h)
                 todo.append(inspect.getsource(getattr(W, h)))
-    helpers = "\n\n".join(inspect.getsource(getattr(W, h)) for h in _HELPERS if h in chosen)
+    helpers = "\n\n".join(inspect.getsource(getattr(W, h)) for h in _HELPERS if h in chosen and h not in defined)
     code = helpers + "\n\n" + body
     imports = [line for line in _HEADER if re.search(rf"\b{line.split()[-1]}\b", code)]
     return "\n".join(imports) + "\n\n" + code
