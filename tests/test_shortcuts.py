@@ -51,7 +51,7 @@ def test_every_class_of_shortcut_is_in_the_catalogue_for_every_lesson_it_applies
     assert {"thread", "process"} <= set.intersection(*by_lesson.values())
     assert {"record off", "record edited", "unlisted op", "decomposition", "copied code", "source exec",
             "library normalization"} <= by_lesson["02"]
-    assert {"forward AD", "nested autograd", "autograd in a thread", "decomposition"} <= by_lesson["04"]
+    assert {"forward AD", "nested autograd", "autograd in a thread", "autograd by hand", "decomposition"} <= by_lesson["04"]
     assert {"copied code", "source exec", "decomposition"} <= by_lesson["05"]
     assert {"copied code", "source exec"} <= by_lesson["06"] & by_lesson["07"]
 
@@ -75,7 +75,7 @@ def test_autograd_in_a_thread_passes_every_layer_but_the_thread_refusal(task_nam
     import coursekit.grader.guard as guard
 
     task = task_named(task_name)
-    assert run_check(task, WRONG[task_name][name]).hint.startswith("do not call threading.Thread.start")
+    assert run_check(task, WRONG[task_name][name]).hint.startswith("compute in the thread your function is called in")
     monkeypatch.setattr(guard, "threads_refused", lambda ops: False)
     assert run_check(task, WRONG[task_name][name]).passed
 
@@ -83,7 +83,8 @@ def test_autograd_in_a_thread_passes_every_layer_but_the_thread_refusal(task_nam
 # ------------------------------------------------------------------------------ real grading
 _HELPERS = ("_dims", "_v", "_bn", "_lib", "_in_thread", "_in_fork", "_bn_lib", "_stats_lib", "_copied",
             "_source_exec", "_x_from_cache", "_update_bn", "_fusion", "_bn_decomp_backward", "_evading", "_direct",
-            "_running_stats_by_library", "_AutogradOfOwnForward", "_autograd_of", "_pool")
+            "_running_stats_by_library", "_AutogradOfOwnForward", "_autograd_of", "_pool", "_by_hand",
+            "_hand_walked")
 _HEADER = ("import copy", "import types", "import torch", "import torch.nn.functional as F", "from torch import nn")
 
 
@@ -137,6 +138,8 @@ SUBMISSIONS = {
                                          "BatchNormFunction": "autograd_engine_in_a_thread"}),
     "04d": ("04_bn_backward_exercises", {"BatchNormFunction": "autograd_engine_in_a_thread"}),
     "04e": ("04_bn_backward_exercises", {}),  # both answers keep their points in a thread-refusing kernel
+    "04f": ("04_bn_backward_exercises", {"batch_norm_backward": "grad_fn_called_by_hand",
+                                         "BatchNormFunction": "autograd_of_own_forward"}),
     "05": ("05_normalization_family_exercises", {"layer_norm": "reference_source_exec",
                                                  "group_norm": "torch_refs_code_copied"}),
     "06": ("06_pitfalls_exercises", {"recalibrate": "update_bn_code_copied"}),
@@ -183,6 +186,26 @@ def test_a_graded_shortcut_is_told_what_it_called(graded):
     assert "torch._refs.native_group_norm" in graded["05"]["group_norm"].message
     assert "threading.Thread.start" in graded["04c"]["batch_norm_backward"].message
     assert "threading.Thread.start" in graded["04d"]["BatchNormFunction"].message
+    # the kernel stopped by the native layer
+    assert "called an autograd node by hand" in graded["04f"]["batch_norm_backward"].message, graded["04f"]
+
+
+BY_HAND = [(t, n) for t, n in ENTRIES if SHORTCUTS[t][n] == "autograd by hand"]
+
+
+@pytest.mark.parametrize("task_name,name", BY_HAND, ids=[f"{t}-{n}" for t, n in BY_HAND])
+def test_autograd_by_hand_passes_every_layer_but_the_native_one(task_name, name, monkeypatch):
+    """The task as it is, the guard armed, the native count off: nothing else sees nodes called by hand.
+    (The grade's side, the kernel stopped, is ``tests/test_handcalls.py`` and row 04f above.)"""
+    import coursekit.checks._core as core
+    from coursekit.grader import handcalls
+
+    if handcalls.cached() is None:  # built by `coursekit doctor` (CI runs it before the suite)
+        handcalls.library()
+    task = task_named(task_name)
+    assert run_check(task, WRONG[task_name][name]).hint.startswith("write the backward yourself: calling grad_fn")
+    monkeypatch.setattr(core, "_count_hand_calls", lambda: False)
+    assert run_check(task, WRONG[task_name][name]).passed
 
 
 # ------------------------------------------------------------------------------ derived lists

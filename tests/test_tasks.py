@@ -21,10 +21,11 @@ from wrong_answers import HINTS, RIGHT, SOLUTIONS_DIR, STUBS, WRONG, solutions
 
 from coursekit.checks import CHECKS
 from coursekit.checks._core import static_findings, static_hint
-from coursekit.grader import in_kernel
+from coursekit.grader import handcalls, in_kernel
 from coursekit.grader.grade import _judge_outputs, _write_inputs, grade_paths
 from coursekit.grader.guard import Scope
 from coursekit.tasks import EXERCISES, TASKS, task_named
+from coursekit.verdicts import HAND_CALL_HINT, hand_call
 
 ENTRIES = (
     [(t, n, "wrong") for t in WRONG for n in WRONG[t]]
@@ -52,8 +53,17 @@ def grade_in_process(task, obj, tmp_path, seed=12345, guard=True):
     exec(compile(task.body, "<coursekit-body>", "exec"), ns)
     # the grader's kernel is locked for its whole life (guard.lock); here the same layers are armed
     # around the probe (no seccomp: this is the test process)
+    # and where the grader's kernel would be stopped at an autograd node called by hand, its verdict
+    counting = guard and (task.forbid_autograd or task.forbid_nested_autograd) and handcalls.cached() is not None
+    if counting:
+        handcalls.arm(handcalls.cached(), handcalls.COUNT)
+    before = handcalls.hand_calls() if counting else 0
     with torch.random.fork_rng(devices=[]), (Scope(task.forbidden_ops, task.watch) if guard else contextlib.nullcontext()):
         ns["_coursekit_probe"](str(task_dir), ns["_coursekit_body"])
+    if counting:
+        handcalls.disarm()
+        if handcalls.hand_calls() > before:
+            return "fail", hand_call(handcalls.last()), HAND_CALL_HINT
     verdict = _judge_outputs(task_dir, task, cases)
     return verdict.status, verdict.message, verdict.hint
 

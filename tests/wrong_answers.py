@@ -1531,7 +1531,7 @@ def _(dy, cache):
 
 
 # in lesson 04 the thread start is refused first (no threads in its graded backward)
-@_shortcut("batch_norm_backward", "backward_kernel_in_a_thread", "thread", "do not call threading.Thread.start")
+@_shortcut("batch_norm_backward", "backward_kernel_in_a_thread", "thread", "compute in the thread your function is called in")
 def _(dy, cache):
     x_hat, inv_std, gamma = cache
     op = getattr(torch.ops.aten, "native_batch" + "_norm_backward")
@@ -1588,7 +1588,8 @@ class _FunctionInAThread(torch.autograd.Function):
         return (*_in_thread(_autograd_of, _bn_lib, ctx.saved_tensors, ctx.eps, dy), None)
 
 
-_shortcut("BatchNormFunction", "library_in_a_thread", "thread", "do not call threading.Thread.start")(_FunctionInAThread)
+_IN_ONE_THREAD = "compute in the thread your function is called in"
+_shortcut("BatchNormFunction", "library_in_a_thread", "thread", _IN_ONE_THREAD)(_FunctionInAThread)
 
 
 class _AutogradOfOwnForward(torch.autograd.Function):
@@ -1609,7 +1610,7 @@ _shortcut("BatchNormFunction", "autograd_of_own_forward", "nested autograd", "no
 
 
 # the engine run in another thread: the autograd record is per thread, so only refusing the thread stops it
-@_shortcut("batch_norm_backward", "autograd_engine_in_a_thread", "autograd in a thread", "do not call threading.Thread.start")
+@_shortcut("batch_norm_backward", "autograd_engine_in_a_thread", "autograd in a thread", _IN_ONE_THREAD)
 def _(dy, cache):
     x_hat, inv_std, gamma = cache
     dims, view = _dims(dy), (1, -1) + (1,) * (dy.dim() - 2)
@@ -1635,7 +1636,60 @@ class _EngineInAThreadPool(_AutogradOfOwnForward):
 
 
 _shortcut("BatchNormFunction", "autograd_engine_in_a_thread", "autograd in a thread",
-          "do not call threading.Thread.start")(_EngineInAThreadPool)
+          "compute in the thread your function is called in")(_EngineInAThreadPool)
+
+
+# autograd without the engine: the learner's own graph walked by hand, each node called as a function;
+# no operator tells that apart, the native layer (coursekit.grader.handcalls) does
+def _by_hand(y, dy):
+    """Gradients of ``y`` (weighted by ``dy``) for every leaf of its graph, by calling its nodes in turn."""
+    order, seen = [], set()
+
+    def visit(fn):
+        if fn is not None and fn not in seen:
+            seen.add(fn)
+            for nxt, _ in fn.next_functions:
+                visit(nxt)
+            order.append(fn)
+
+    visit(y.grad_fn)
+    pending, leaves = {y.grad_fn: dy}, {}
+    for fn in reversed(order):
+        incoming = pending.pop(fn, None)  # (not named "grad": the static scan reads that as autograd)
+        if incoming is None:
+            continue
+        if hasattr(fn, "variable"):
+            leaves[id(fn.variable)] = incoming
+            continue
+        outs = fn(incoming)
+        for (nxt, k), out in zip(fn.next_functions, outs if isinstance(outs, tuple) else (outs,)):
+            if nxt is not None and out is not None:
+                out = out.sum_to_size(nxt._input_metadata[k].shape)  # the engine's broadcasting
+                pending[nxt] = pending[nxt] + out if nxt in pending else out
+    return leaves
+
+
+def _hand_walked(x, gamma, eps, dy):
+    """(dx, dgamma, dbeta) of the learner's own forward, its graph walked by hand."""
+    dims, view = _dims(dy), (1, -1) + (1,) * (dy.dim() - 2)
+    with torch.enable_grad():
+        xs, g = x.detach().requires_grad_(True), gamma.detach().clone().requires_grad_(True)
+        centered = xs - xs.mean(dims, keepdim=True)
+        y = centered * ((centered * centered).mean(dims, keepdim=True) + eps).rsqrt() * g.reshape(view)
+    leaves = _by_hand(y, dy)
+    return leaves[id(xs)], leaves[id(g)], dy.sum(dims)
+
+
+@_shortcut("batch_norm_backward", "grad_fn_called_by_hand", "autograd by hand", "calling grad_fn by hand")
+def _(dy, cache):
+    x_hat, inv_std, gamma = cache
+    x = _x_from_cache(dy, cache)
+    eps = (1 / inv_std**2 - x.var(_dims(dy), unbiased=False)).reshape((1, -1) + (1,) * (dy.dim() - 2))
+    return _hand_walked(x, gamma, eps, dy)
+
+
+# (no BatchNormFunction twin: inside the engine's torch.autograd.grad, as the gradcheck case runs it, a node
+# called by hand returns None for every input the current graph task does not need; the layer refuses it anyway)
 
 
 # 05 ------------------------------------------------------------------------------------------

@@ -329,6 +329,10 @@ def refused_verdict(result: dict) -> Verdict | None:
         if kind == "process":
             return Verdict("fail", f"started another process ({what})",
                            hint="compute in this process: no fork, subprocess or multiprocessing inside your code")
+        if kind == "thread":  # lesson 04's graded backward runs in one thread (coursekit.grader.guard)
+            return Verdict("fail", f"started a thread ({what.split(' (')[0]})",
+                           hint="compute in the thread your function is called in: lesson 04's graded backward "
+                                "may not start threads")
         if kind == "autograd":  # an autograd node called by hand (coursekit.grader.handcalls)
             return Verdict("fail", hand_call(what), hint=HAND_CALL_HINT)
         if kind == "access":
