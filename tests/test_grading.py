@@ -280,3 +280,15 @@ def test_one_at_a_time_the_next_attempted_kernel_is_launched_ahead_in_its_own_sa
     left = list(scratch.iterdir())
     shutil.rmtree(scratch)
     assert not left  # every work directory removed, the one launched ahead included
+
+
+def test_a_layer_missing_on_this_machine_is_in_the_report(tmp_path, monkeypatch):
+    """Where seccomp cannot be installed (not x86-64 Linux), the grader says so in the result's sandbox line,
+    from its own check of the machine (not the kernel's word)."""
+    from coursekit.grader import seccomp
+
+    monkeypatch.setattr(seccomp.platform, "machine", lambda: "aarch64")
+    path = tmp_path / "02_bn_forward_exercises.ipynb"
+    nbformat.write(_solved_02(), path)
+    result = grading.grade_notebook(path, SOLUTIONS, TIMEOUT, sandbox="none")
+    assert result.score == 2 and "seccomp filter not installed: Linux aarch64 (x86-64 Linux only)" in result.sandbox

@@ -188,6 +188,21 @@ def test_a_scope_that_forbids_autodiff_refuses_threads_and_puts_them_back():
         t.join()
 
 
+def test_a_fused_kernel_that_normalizes_inside_is_refused_too():
+    """``_transformer_encoder_layer_fwd`` (the fast path of ``nn.TransformerEncoderLayer``) is not named for a
+    normalization, but its layer norms go through the dispatcher, where the refusal sits."""
+    layer = torch.nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True).eval()
+    x = torch.randn(2, 3, 8)
+    args = (x, 8, 2, layer.self_attn.in_proj_weight, layer.self_attn.in_proj_bias, layer.self_attn.out_proj.weight,
+            layer.self_attn.out_proj.bias, True, False, layer.norm1.eps, layer.norm1.weight, layer.norm1.bias,
+            layer.norm2.weight, layer.norm2.bias, layer.linear1.weight, layer.linear1.bias, layer.linear2.weight,
+            layer.linear2.bias, None)
+    with torch.no_grad():
+        with pytest.raises(RuntimeError, match=REFUSED), Scope(NORM_OPS):
+            torch._transformer_encoder_layer_fwd(*args)
+        torch._transformer_encoder_layer_fwd(*args)  # outside the scope it computes
+
+
 def test_a_scope_puts_the_library_back_when_it_ends():
     x = torch.randn(4, 3, 5)
     with pytest.raises(RuntimeError, match=REFUSED), Scope(NORM_OPS, REFERENCE_NORM_WATCH):

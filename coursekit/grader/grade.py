@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 import coursekit
-from coursekit.grader import handcalls
+from coursekit.grader import handcalls, seccomp
 from coursekit.grader.bounded import OutputError, load_json, load_npz, new_dir, save_npz, write_json
 from coursekit.grader.intake import (
     answer_sources,
@@ -302,6 +302,9 @@ def _lock_cell(g: _Grading, work: _Workspace) -> str:
     ops = {op: what for t in tasks for op, what in t.forbidden_ops.items()}
     targets = sorted({w for t in tasks for w in t.watch})
     source = ""
+    missing = seccomp.unavailable()
+    if missing:  # the lock's processes layer (and lesson 04's thread refusal below Python) is absent here
+        g.notes.append(missing)
     if any(t.forbid_autograd or t.forbid_nested_autograd for t in tasks):
         library, why = handcalls.library()
         if library is None:
