@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import ast
 import functools
+import re
 import string
 from contextlib import contextmanager
 from pathlib import Path
 
 __all__ = [
     "LANGUAGES", "DEFAULT_LANGUAGE", "normalize_language", "set_language", "get_language", "using_language",
-    "gettext", "_", "notebook_language", "message_catalogue", "catalogue_file", "source_messages",
+    "gettext", "_", "gettext_filled", "notebook_language", "message_catalogue", "catalogue_file", "source_messages",
     "extract_messages", "placeholders",
 ]
 
@@ -97,6 +98,39 @@ def gettext(message: str) -> str:
 
 
 _ = gettext
+
+
+def gettext_filled(text: str) -> str:
+    """``text``, a message already filled in (a hint written with an f-string, ``"do not call scipy: ..."``),
+    in the current language: its own translation if the catalogue has one, else the translation of the
+    template it fills (``"do not call {what}: ..."``), filled with the same values; else ``text``.
+
+    A template matches only as a whole, and only one with a literal part of at least 8 characters, so a
+    short pattern such as ``"{task}: {n}"`` never claims a hint.
+    """
+    if _language == DEFAULT_LANGUAGE:
+        return text
+    own = message_catalogue(_language).get(text)
+    if own is not None:
+        return own
+    for pattern, translation in _templates(_language):
+        m = pattern.fullmatch(text)
+        if m:
+            return translation.format(**m.groupdict())
+    return text
+
+
+@functools.cache
+def _templates(lang: str) -> list[tuple[re.Pattern, str]]:
+    out = []
+    for msgid, msgstr in message_catalogue(lang).items():
+        parts = list(string.Formatter().parse(msgid))
+        fields = [f for _, f, _, _ in parts if f is not None]
+        if not fields or len(set(fields)) != len(fields) or max(len(lit) for lit, *_ in parts) < 8:
+            continue
+        regex = "".join(re.escape(lit) + (f"(?P<{f}>.+?)" if f is not None else "") for lit, f, _, _ in parts)
+        out.append((re.compile(regex, re.S), msgstr))
+    return out
 
 
 def notebook_language(nb) -> str:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-from coursekit.i18n import _
+from coursekit.i18n import _, gettext_filled
 
 __all__ = ["Feedback", "STATIC_CASE", "case_label", "case_summary", "with_summary", "with_hint", "hint_text",
            "static_feedback", "unusable", "returned", "hand_call", "HAND_CALL_HINT"]
@@ -80,9 +80,10 @@ def with_hint(message: str, hint: str | None) -> str:
 
 
 def hint_text(hint: str | None) -> str | None:
-    """A hint in the current language: the judges write hints as English sentences, the catalogue
-    holds their translations (a hint without one stays English)."""
-    return _(hint) if hint else hint
+    """A hint in the current language: the judges write hints as English sentences, the catalogue holds
+    their translations, or those of the templates they fill (``gettext_filled``; a hint with neither
+    stays English)."""
+    return gettext_filled(hint) if hint else hint
 
 
 def static_feedback(found: Sequence[str], autograd_names: Collection[str]) -> Feedback:

@@ -14,6 +14,7 @@ import pytest
 from wrong_answers import WRONG
 
 from coursekit import i18n, translate
+from coursekit.verdicts import hint_text
 
 ROOT = Path(__file__).resolve().parents[1]
 MESSAGES = ROOT / "coursekit/locale/zh_CN/LC_MESSAGES/coursekit.po"
@@ -113,7 +114,7 @@ def _hint_problems(hints: dict[str, list[str]]) -> list[str]:
     problems = []
     with i18n.using_language("zh-CN"):
         for hint, answers in sorted(hints.items()):
-            chinese = i18n._(hint)
+            chinese = hint_text(hint)  # as the learner reads it: its own entry, else its template's
             if chinese == hint:
                 problems.append(f"{answers[0]}: no zh-CN translation of {hint!r}")
                 continue
@@ -129,20 +130,23 @@ def test_every_wrong_answer_hint_has_a_chinese_translation_keeping_its_code_name
 
 def test_a_hint_missing_fuzzy_or_broken_in_the_catalogue_is_reported_by_answer(wrong_answer_hints, tmp_path, monkeypatch):
     """Removed, fuzzy and number-dropping entries each fail the test above, naming the wrong answer."""
-    removed, fuzzy, broken = sorted(h for h in wrong_answer_hints if i18n.placeholders(h) == set() and "1" in h)[:3]
     po = polib.pofile(str(MESSAGES), wrapwidth=0)
     entries = {e.msgid: e for e in po}
+    own = [h for h in wrong_answer_hints if h in entries and i18n.placeholders(h) == set() and "1" in h]
+    removed, fuzzy, broken = sorted(own)[:3]
     po.remove(entries[removed])
     entries[fuzzy].flags.append("fuzzy")
     entries[broken].msgstr = entries[broken].msgstr.replace("1", "")
     po.save(str(tmp_path / "coursekit.po"))
     monkeypatch.setattr(i18n, "catalogue_file", lambda lang: tmp_path / "coursekit.po")
     i18n.message_catalogue.cache_clear()
+    i18n._templates.cache_clear()
     try:
         problems = _hint_problems(wrong_answer_hints)
     finally:
         monkeypatch.undo()
         i18n.message_catalogue.cache_clear()
+        i18n._templates.cache_clear()
     named = {problem.split(": ", 1)[0] for problem in problems}
     assert len(problems) == 3 and named == {wrong_answer_hints[h][0] for h in (removed, fuzzy, broken)}, problems
     assert any(p.startswith(wrong_answer_hints[broken][0] + ": ") and "the number 1" in p for p in problems), problems
@@ -187,3 +191,16 @@ def test_the_grader_writes_feedback_in_the_notebooks_language():
         recorded[lang] = g.results[task.name].hint
     assert recorded["zh-CN"] == i18n.message_catalogue("zh-CN")[hint] != hint
     assert recorded["en"] == recorded["xx"] == hint
+
+
+def test_a_hint_written_with_an_f_string_is_translated_through_its_template():
+    """A value never catalogued gets the template's Chinese with the value kept; an entry of its own wins over
+    the template; a template's short pattern never claims another text; English stays as written."""
+    hint = "do not call torch.some_new_norm: the task is to re-implement it"
+    with i18n.using_language("zh-CN"):
+        assert hint_text(hint) == "不要调用 torch.some_new_norm：本任务就是要重新实现它"
+        own = "do not call forward-mode AD: the task is to re-implement it"
+        assert hint_text(own) == "不要调用前向模式 AD：本任务就是要重新实现它"
+        untranslated = "an English hint nobody translated"
+        assert hint_text("f: 3") == "f: 3" and hint_text(untranslated) == untranslated
+    assert hint_text(hint) == hint
