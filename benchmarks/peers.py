@@ -174,7 +174,10 @@ class Assignment:
         return str(self.venv / "bin" / name)
 
     def env(self) -> dict:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+        # nothing of this process's Python or Jupyter: sections c-e put a kernel spec of coursekit's own
+        # interpreter first on JUPYTER_PATH, and otter would then run the learner's notebook in it (and
+        # score every submission 0, having no otter runtime there)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV", "JUPYTER"))}
         env.update(PATH=f"{self.venv / 'bin'}:{env.get('PATH', '')}", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
                    VIRTUAL_ENV=str(self.venv))
         return env

@@ -61,7 +61,7 @@ import json, sys, time
 import torch  # noqa: F401  (as in the kernel: torch is loaded by the setup cell before the lock)
 from coursekit.grader import grade
 from coursekit.tasks import exercise_for
-source = grade._lock_cell(exercise_for(sys.argv[1]).tasks)
+source = grade.lock_source(exercise_for(sys.argv[1]).tasks)
 t0 = time.perf_counter()
 exec(source)
 print(json.dumps(time.perf_counter() - t0))

@@ -60,7 +60,7 @@ from coursekit.grader.scan import defined_and_used, forbidden_uses, parse, with_
 from coursekit.i18n import DEFAULT_LANGUAGE, notebook_language, using_language
 from coursekit.verdicts import HAND_CALL_HINT, Feedback, case_label, hand_call, hint_text, static_feedback, unusable, with_summary
 
-__all__ = ["grade_notebook", "grade_paths"]
+__all__ = ["grade_notebook", "grade_paths", "lock_source"]
 
 _TRUSTED_CELL_TIMEOUT = 120.0  # seconds for the instructor's setup cells (imports on a loaded machine)
 _MAX_OUTPUT_BYTES = 64 * 2**20  # a probe writing more than this is treated as an error, not loaded
@@ -295,27 +295,35 @@ def _calls_learner_code(source: str, tasks: dict) -> bool:
 
 
 def _lock_cell(g: _Grading, work: _Workspace) -> str:
-    """The cell that arms ``coursekit.grader.guard.lock`` with the union of what the tasks forbid; where a
-    task forbids autograd, first the native refusal of hand-called nodes (``coursekit.grader.handcalls``,
-    copied into the workspace: the sandbox hides the grader's home), or a note saying why it is missing."""
-    tasks = g.tasks.values()
-    ops = {op: what for t in tasks for op, what in t.forbidden_ops.items()}
-    targets = sorted({w for t in tasks for w in t.watch})
-    source = ""
+    """The lock cell of this submission (:func:`lock_source`); where a task forbids autograd, the native
+    library is copied into the workspace (the sandbox hides the grader's home), or a note says why it
+    is missing. A machine without the seccomp filter is noted too."""
     missing = seccomp.unavailable()
     if missing:  # the lock's processes layer (and lesson 04's thread refusal below Python) is absent here
         g.notes.append(missing)
-    if any(t.forbid_autograd or t.forbid_nested_autograd for t in tasks):
+    native = None
+    if any(t.forbid_autograd or t.forbid_nested_autograd for t in g.tasks.values()):
         library, why = handcalls.library()
         if library is None:
             g.notes.append(why)
         else:
-            copy = work.dir / "handcalls.so"
-            shutil.copyfile(library, copy)
+            native = work.dir / "handcalls.so"
+            shutil.copyfile(library, native)
             g.marker = work.dir / "handcall"
-            source = ("import coursekit.grader.handcalls as _coursekit_handcalls\n"
-                      f"_coursekit_handcalls.arm({str(copy)!r}, _coursekit_handcalls.STOP, {str(g.marker)!r})\n"
-                      "del _coursekit_handcalls\n")
+    return lock_source(g.tasks.values(), native, g.marker)
+
+
+def lock_source(tasks, native: Path | None = None, marker: Path | None = None) -> str:
+    """The source of the cell that arms ``coursekit.grader.guard.lock`` with the union of what ``tasks``
+    forbid, after arming the native refusal of hand-called nodes (``coursekit.grader.handcalls``) from
+    the library at ``native`` (its stop marker at ``marker``) when given."""
+    ops = {op: what for t in tasks for op, what in t.forbidden_ops.items()}
+    targets = sorted({w for t in tasks for w in t.watch})
+    source = ""
+    if native is not None:
+        source = ("import coursekit.grader.handcalls as _coursekit_handcalls\n"
+                  f"_coursekit_handcalls.arm({str(native)!r}, _coursekit_handcalls.STOP, {str(marker or '')!r})\n"
+                  "del _coursekit_handcalls\n")
     return source + (f"import coursekit.grader.guard as _coursekit_guard\n_coursekit_guard.lock({ops!r}, {targets!r})\n"
                      "del _coursekit_guard\n")
 
