@@ -54,16 +54,14 @@ def grade_in_process(task, obj, tmp_path, seed=12345, guard=True):
     # the grader's kernel is locked for its whole life (guard.lock); here the same layers are armed
     # around the probe (no seccomp: this is the test process)
     # and where the grader's kernel would be stopped at an autograd node called by hand, its verdict
-    counting = guard and (task.forbid_autograd or task.forbid_nested_autograd) and handcalls.cached() is not None
-    if counting:
-        handcalls.arm(handcalls.cached(), handcalls.COUNT)
-    before = handcalls.hand_calls() if counting else 0
+    noticed = handcalls.counter() if guard and task.forbids_autodiff else None
     with torch.random.fork_rng(devices=[]), (Scope(task.forbidden_ops, task.watch) if guard else contextlib.nullcontext()):
         ns["_coursekit_probe"](str(task_dir), ns["_coursekit_body"])
-    if counting:
+    if noticed:
+        node = noticed()
         handcalls.disarm()
-        if handcalls.hand_calls() > before:
-            return "fail", hand_call(handcalls.last()), HAND_CALL_HINT
+        if node:
+            return "fail", hand_call(node), HAND_CALL_HINT
     verdict = _judge_outputs(task_dir, task, cases)
     return verdict.status, verdict.message, verdict.hint
 

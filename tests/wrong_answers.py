@@ -1518,6 +1518,13 @@ def _x_from_cache(dy, cache):
     return x_hat / inv_std.reshape((1, -1) + (1,) * (dy.dim() - 2))
 
 
+def _eps_from_cache(dy, cache):
+    """The eps behind ``inv_std`` (per channel, broadcastable): what the shortcuts' own forwards need."""
+    inv_std = cache[1]
+    var = _x_from_cache(dy, cache).var(_dims(dy), unbiased=False)
+    return (1 / inv_std**2 - var).reshape((1, -1) + (1,) * (dy.dim() - 2))
+
+
 @_shortcut("batch_norm_backward", "torch_decomp_backward", "decomposition", "do not call torch._decomp")
 def _(dy, cache):
     import importlib
@@ -1558,7 +1565,7 @@ def _(dy, cache):
     x_hat, inv_std, gamma = cache
     dims, view = _dims(dy), (1, -1) + (1,) * (dy.dim() - 2)
     x = _x_from_cache(dy, cache)
-    eps = (1 / inv_std**2 - x.var(dims, unbiased=False)).reshape(view)
+    eps = _eps_from_cache(dy, cache)
     with fwad.dual_level():
         d = fwad.make_dual(x, dy)
         y = (d - d.mean(dims, keepdim=True)) / torch.sqrt(d.var(dims, unbiased=False, keepdim=True) + eps)
@@ -1615,7 +1622,7 @@ def _(dy, cache):
     x_hat, inv_std, gamma = cache
     dims, view = _dims(dy), (1, -1) + (1,) * (dy.dim() - 2)
     x = _x_from_cache(dy, cache)
-    eps = (1 / inv_std**2 - x.var(dims, unbiased=False)).reshape(view)
+    eps = _eps_from_cache(dy, cache)
 
     def engine():  # the learner's own forward, differentiated by autograd
         with torch.enable_grad():
@@ -1682,10 +1689,7 @@ def _hand_walked(x, gamma, eps, dy):
 
 @_shortcut("batch_norm_backward", "grad_fn_called_by_hand", "autograd by hand", "calling grad_fn by hand")
 def _(dy, cache):
-    x_hat, inv_std, gamma = cache
-    x = _x_from_cache(dy, cache)
-    eps = (1 / inv_std**2 - x.var(_dims(dy), unbiased=False)).reshape((1, -1) + (1,) * (dy.dim() - 2))
-    return _hand_walked(x, gamma, eps, dy)
+    return _hand_walked(_x_from_cache(dy, cache), cache[2], _eps_from_cache(dy, cache), dy)
 
 
 # (no BatchNormFunction twin: inside the engine's torch.autograd.grad, as the gradcheck case runs it, a node

@@ -146,33 +146,20 @@ def run_cases(task, namespace: dict, cases, guard: bool = True) -> list:
     ns.update(namespace)
     exec(compile(task.body, f"<coursekit-body-{task.name}>", "exec"), ns)
     scope = Scope(task.forbidden_ops, task.watch)
-    counting = guard and (task.forbid_autograd or task.forbid_nested_autograd) and _count_hand_calls()
+    noticed = handcalls.counter() if guard and task.forbids_autodiff else None
     results = []
     with scope if guard else contextlib.nullcontext():
         for case in cases:
-            before = handcalls.hand_calls() if counting else 0
             res = in_kernel._coursekit_run_case(ns["_coursekit_body"], _plain_json(case.params), case.arrays)
             res["meta"] = _plain_json(res["meta"])  # as the grader reads it back from JSON
             res["error"] = _plain_json(res["error"])
-            if counting and handcalls.hand_calls() > before:
-                res["hand_call"] = handcalls.last()
-            results.append(res)
-    if counting:
+            node = noticed() if noticed else None
+            results.append((res, [refusal("autograd", node)] if node else []))
+    if noticed:
         handcalls.disarm()
-    for res in results:  # noticed after the fact (a child process): every case ran with it
-        res["refused"] = list(scope.refused) + ([refusal("autograd", res.pop("hand_call"))] if "hand_call" in res else [])
-    return results
-
-
-def _count_hand_calls() -> bool:
-    """Count autograd nodes called by hand, when the native layer is built already (``coursekit doctor``
-    builds it; a check never compiles). Advisory, as the whole check: the learner's code can reach this
-    count; the grader's kernel is stopped at a hand call instead."""
-    library = handcalls.cached()
-    if library is None:
-        return False
-    handcalls.arm(library, handcalls.COUNT)
-    return True
+    for res, own in results:  # noticed after the fact (a child process): every case ran with it
+        res["refused"] = list(scope.refused) + own
+    return [res for res, _ in results]
 
 
 def run_check(task, obj, guard: bool = True) -> CheckResult:

@@ -196,7 +196,7 @@ def _may_need_kernel(nb) -> bool:
     scan); whether a task is attempted is the scan's exact comparison with the instructor's cell."""
     from coursekit.build import PLACEHOLDER
 
-    return any(not isinstance(src, str) or PLACEHOLDER[1] not in src for src in answer_sources(nb).values())
+    return any(PLACEHOLDER[1] not in src for src in answer_sources(nb).values())
 
 
 class _Workspace:
@@ -302,7 +302,7 @@ def _lock_cell(g: _Grading, work: _Workspace) -> str:
     if missing:  # the lock's processes layer (and lesson 04's thread refusal below Python) is absent here
         g.notes.append(missing)
     native = None
-    if any(t.forbid_autograd or t.forbid_nested_autograd for t in g.tasks.values()):
+    if any(t.forbids_autodiff for t in g.tasks.values()):
         library, why = handcalls.library()
         if library is None:
             g.notes.append(why)
@@ -337,7 +337,7 @@ def _run_and_probe(g: _Grading, work: _Workspace, cells: list[_Cell], rng: np.ra
             g.kernel.start()
         if g.on_ready is not None:
             g.on_ready()
-        warm.start()  # while the kernel imports torch, the grader is only waiting for it
+        warm.start()  # while the kernel runs the setup cells, the grader is only waiting for it
         _run_cells(g, cells)
         warm.join()
         _probe_all(g, rng, work.probe_root)

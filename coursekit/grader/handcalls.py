@@ -23,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-__all__ = ["SOURCE", "COUNT", "STOP", "cache_dir", "library", "cached", "arm", "hand_calls", "last", "disarm"]
+__all__ = ["SOURCE", "COUNT", "STOP", "cache_dir", "library", "cached", "arm", "hand_calls", "last", "disarm", "counter"]
 
 SOURCE = Path(__file__).with_name("native") / "handcalls.cpp"
 _BUILD_TIMEOUT = 300  # seconds: a loaded 2-core machine compiles it in ~8 s
@@ -112,6 +112,25 @@ def disarm() -> None:
     import torch
 
     torch.ops.coursekit_handcalls.disarm()
+
+
+def counter():
+    """The check's count of autograd nodes called by hand, from now on: a function that returns the last node
+    called by hand since its previous call (or since now), else None. None when the library is not built
+    (a check never compiles; ``coursekit doctor`` does). Stop counting with :func:`disarm`."""
+    library = cached()
+    if library is None:
+        return None
+    arm(library, COUNT)
+    seen = [hand_calls()]
+
+    def since() -> str | None:
+        now = hand_calls()
+        node = last() if now > seen[0] else None
+        seen[0] = now
+        return node
+
+    return since
 
 
 def _compile(compiler: str, target: Path) -> None:

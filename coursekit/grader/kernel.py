@@ -129,7 +129,7 @@ class Kernel:
         client.wait_for_ready(timeout=_STARTUP_TIMEOUT)
 
     def _start(self) -> None:
-        if self.manager is None or self.client is not None:
+        if self.manager is None:  # not launched ahead (or stopped since)
             self.launch()
         self.wait_ready()
 

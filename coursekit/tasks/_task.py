@@ -140,6 +140,12 @@ class Task:
             object.__setattr__(self, "body", kernel_body(self.body, self.name))
 
     @property
+    def forbids_autodiff(self) -> bool:
+        """Autograd of any kind is forbidden (in the learner's calls, or nested in the backward the body runs):
+        where autograd nodes called by hand are refused too (``coursekit.grader.handcalls``)."""
+        return self.forbid_autograd or self.forbid_nested_autograd
+
+    @property
     def id(self) -> str:
         return f"{self.lesson}.{self.name}"
 
